@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration over the treegrpo commands."""

@@ -1,0 +1,3 @@
+"""treegrpo: TreeGRPO online RL post-training for flow-matching text-to-image models."""
+
+__version__ = "0.1.0"

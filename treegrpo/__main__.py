@@ -1,0 +1,5 @@
+import sys
+
+from treegrpo.cli import main
+
+sys.exit(main())

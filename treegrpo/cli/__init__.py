@@ -1,0 +1,42 @@
+"""The `treegrpo` command: one subcommand per DVC stage (and a few tools).
+
+Each subcommand lives in its own module here with `add_parser(subparsers)`; `COMMANDS` is the explicit registry.
+Errors the user can fix (bad params, missing files) print one line and exit 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from treegrpo.config import ParamsError
+from treegrpo.errors import UserError
+
+# module name under treegrpo.cli, in the order the pipeline runs
+COMMANDS = ["build_model", "profile", "train"]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="treegrpo", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"treegrpo.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ParamsError, UserError) as err:
+        print(f"treegrpo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

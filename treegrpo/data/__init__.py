@@ -1,0 +1,1 @@
+"""Prompt ingestion and validation."""

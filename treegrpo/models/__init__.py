@@ -1,0 +1,1 @@
+"""Adapters around diffusers and peft: loading, building and LoRA."""
