@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 CLIP_VOCAB_SIZE = 49408
@@ -50,20 +49,13 @@ def write_clip_tokenizer(out_dir: Path, model_max_length: int = 77) -> None:
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     assert len(vocab) == CLIP_VOCAB_SIZE, len(vocab)
-    raw = out_dir / "_raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    (raw / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     tok = CLIPTokenizer(
-        vocab_file=str(raw / "vocab.json"),
-        merges_file=str(raw / "merges.txt"),
+        vocab={tok: i for i, tok in enumerate(vocab)},
+        merges=merges,
         model_max_length=model_max_length,
         pad_token="<|endoftext|>",
     )
     tok.save_pretrained(out_dir)
-    for f in raw.iterdir():
-        f.unlink()
-    raw.rmdir()
 
 
 # A fixed corpus so the unigram vocabulary is the same on every machine: words of the kind image prompts use.

@@ -1,0 +1,71 @@
+"""LoRA adapters (peft) on the SD3 transformer, saved and loaded in the diffusers LoRA format (safetensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from treegrpo.config import LoraParams
+from treegrpo.errors import UserError
+
+ADAPTER = "default"
+
+
+def add_lora(transformer: torch.nn.Module, params: LoraParams) -> list[str]:
+    """Add a trainable LoRA adapter to `transformer` and return the names of the wrapped modules.
+
+    Every entry of `params.target_modules` must match at least one module (a name ending in it, as peft matches),
+    so a typo fails here instead of silently training less.
+    """
+    from peft import LoraConfig
+
+    names = [n for n, _ in transformer.named_modules()]
+    for target in params.target_modules:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            raise UserError(f"lora.target_modules: {target!r} matches no module of the transformer; "
+                            "SD3 names look like attn.to_q, attn.add_k_proj, attn2.to_v, attn.to_out.0")
+    config = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                        target_modules=list(params.target_modules), init_lora_weights=True)
+    transformer.add_adapter(config, adapter_name=ADAPTER)
+    return sorted({n.rsplit(".lora_", 1)[0] for n, _ in transformer.named_parameters() if ".lora_" in n})
+
+
+def lora_parameters(transformer: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for n, p in transformer.named_parameters() if ".lora_" in n]
+
+
+def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's weights in peft's naming (what `set_lora_state_dict` takes back)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+
+
+def set_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(transformer, state, adapter_name=ADAPTER)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise UserError(f"LoRA state has keys this transformer lacks (first: {unexpected[0]}); "
+                        "was it trained with other lora.target_modules?")
+
+
+def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
+    """Write the adapter in the diffusers LoRA format (`pytorch_lora_weights.safetensors`) to folder `path`."""
+    from diffusers import StableDiffusion3Pipeline
+
+    path = Path(path)
+    StableDiffusion3Pipeline.save_lora_weights(path, transformer_lora_layers=lora_state_dict(transformer),
+                                               safe_serialization=True)
+    return path
+
+
+def load_lora(pipe, path: str | Path) -> None:
+    """Load a LoRA folder written by `save_lora` (or any diffusers SD3 LoRA) into `pipe`."""
+    path = Path(path)
+    if not (path / "pytorch_lora_weights.safetensors").is_file():
+        raise UserError(f"{path}: no pytorch_lora_weights.safetensors here; train one with `treegrpo train` "
+                        "or point at a folder written by it")
+    pipe.load_lora_weights(str(path))

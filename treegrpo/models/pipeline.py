@@ -1,0 +1,82 @@
+"""Load a `StableDiffusion3Pipeline` from a hub id or a local diffusers folder, placed as params say.
+
+Nothing here assumes a model size: SD3.5-Medium from the hub and the tiny offline pipeline go through the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from treegrpo.config import ModelParams
+from treegrpo.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU; an explicit CUDA device without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device={device!r}: no CUDA device is visible here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def _looks_like_path(source: str) -> bool:
+    # hub ids are exactly "owner/name"; anything else with a separator, or starting like a path, is a folder
+    return source.startswith((".", "/", "~")) or source.count("/") != 1
+
+
+def load_pipeline(params: ModelParams, device: torch.device | str | None = None):
+    """Load the base pipeline described by the `model` section.
+
+    Args:
+        params: the `model` section (pretrained, revision, dtype, device, offload_text_encoders).
+        device: overrides `params.device` (the trainer passes accelerate's device).
+    Returns:
+        a `StableDiffusion3Pipeline` in eval mode with gradients off everywhere; the transformer and VAE on
+        `device`, the text encoders there too unless `offload_text_encoders` keeps them on the CPU.
+    Raises:
+        UserError: a missing folder, a folder that is not a diffusers pipeline, or a hub id that can't be fetched.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    source = params.pretrained
+    folder = Path(source).expanduser()
+    if folder.exists():
+        if not (folder / "model_index.json").is_file():
+            raise UserError(f"model.pretrained={source!r}: {folder} has no model_index.json, so it is not a diffusers "
+                            "pipeline folder; point it at one (e.g. the output of `treegrpo build-tiny-model`)")
+        source = str(folder)
+    elif _looks_like_path(source):
+        raise UserError(f"model.pretrained={source!r}: no such folder; build the tiny pipeline with "
+                        "`treegrpo build-tiny-model` (or `dvc repro build_model`), or give a hub id such as "
+                        "stabilityai/stable-diffusion-3.5-medium")
+    dtype = DTYPES[params.dtype]
+    try:
+        pipe = StableDiffusion3Pipeline.from_pretrained(source, revision=params.revision, dtype=dtype)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"model.pretrained={source!r}: could not load it from the hub ({first}). With network access, unset "
+            "HF_HUB_OFFLINE and log in (`hf auth login`; SD3.5 is gated: accept its licence on the hub first), or "
+            f"download it (`hf download {source} --local-dir models/sd35m`) and set model.pretrained to that folder"
+        ) from None
+    device = resolve_device(params.device) if device is None else torch.device(device)
+    text_device = torch.device("cpu") if params.offload_text_encoders else device
+    for name in ("transformer", "vae"):
+        getattr(pipe, name).to(device)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.to(text_device)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval()
+    log.info("loaded %s (%s) on %s", source, params.dtype, device)
+    return pipe

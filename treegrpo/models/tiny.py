@@ -1,0 +1,127 @@
+"""Tiny SD3.5-architecture pipelines with random weights, built fully offline.
+
+Same classes and wiring as stabilityai/stable-diffusion-3.5-medium, scaled down: an `SD3Transformer2DModel` with
+dual-attention layers and qk rms-norm, an `AutoencoderKL` with 16 latent channels, two `CLIPTextModelWithProjection`
+and a `T5EncoderModel`, `FlowMatchEulerDiscreteScheduler(shift=3.0)`, and tokenizers built by
+`treegrpo.models.tokenizers`. `tiny` is for tests and the embedded default; `small` (~20M transformer parameters)
+for benchmarks where the transformer must dominate the cost.
+
+Width constraints of the SD3 pipeline: the two CLIP hidden states are concatenated and zero-padded to the T5 width,
+so `t5.d_model >= clip_1.hidden + clip_2.hidden` and `joint_attention_dim = t5.d_model`;
+`pooled_projection_dim = clip_1.projection + clip_2.projection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    layers: int  # transformer blocks
+    dual_layers: int  # how many of the first blocks have SD3.5's second (attn2) attention
+    heads: int
+    head_dim: int
+    clip_hidden: int
+    clip_layers: int
+    t5_layers: int
+    vae_channels: tuple[int, ...]  # one entry per VAE level: downsampling = 2 ** (levels - 1)
+
+
+SPECS = {
+    "tiny": TinySpec(layers=2, dual_layers=1, heads=2, head_dim=16, clip_hidden=32, clip_layers=2, t5_layers=2,
+                     vae_channels=(8, 8, 16, 16)),
+    "small": TinySpec(layers=4, dual_layers=2, heads=6, head_dim=64, clip_hidden=64, clip_layers=2, t5_layers=2,
+                      vae_channels=(16, 16, 32, 32)),
+}
+
+
+def build_tiny_pipeline(size: str = "tiny", seed: int = 0):
+    """Build a random-weight SD3.5-architecture `StableDiffusion3Pipeline` in memory.
+
+    Args:
+        size: "tiny" or "small" (see SPECS).
+        seed: seeds every module's random initialisation, so the same call gives the same weights anywhere.
+    Returns:
+        a float32 `StableDiffusion3Pipeline` on the CPU.
+    """
+    import tempfile
+
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer, T5Config,
+                              T5EncoderModel, T5TokenizerFast)
+
+    from treegrpo.models.tokenizers import CLIP_VOCAB_SIZE, write_clip_tokenizer, write_t5_tokenizer
+
+    if size not in SPECS:
+        raise ValueError(f"tiny_model.size={size!r}: must be one of {sorted(SPECS)}")
+    spec = SPECS[size]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer(Path(tmp) / "clip")
+        write_t5_tokenizer(Path(tmp) / "t5")
+        clip_tok = CLIPTokenizer.from_pretrained(Path(tmp) / "clip")
+        t5_tok = T5TokenizerFast.from_pretrained(Path(tmp) / "t5")
+
+    inner = spec.heads * spec.head_dim
+    t5_width = 2 * spec.clip_hidden  # the smallest width that holds both CLIP hidden states side by side
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=spec.layers,
+        attention_head_dim=spec.head_dim, num_attention_heads=spec.heads, joint_attention_dim=t5_width,
+        caption_projection_dim=inner, pooled_projection_dim=2 * spec.clip_hidden, pos_embed_max_size=96,
+        dual_attention_layers=tuple(range(spec.dual_layers)), qk_norm="rms_norm",
+    )
+    levels = len(spec.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=spec.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        layers_per_block=1, norm_num_groups=8, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.0609, scaling_factor=1.5035,  # SD3.5's latent statistics, so the pipeline code path is real
+    )
+
+    def clip_encoder():
+        cfg = CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE, hidden_size=spec.clip_hidden, intermediate_size=2 * spec.clip_hidden,
+            num_hidden_layers=spec.clip_layers, num_attention_heads=2, max_position_embeddings=77,
+            projection_dim=spec.clip_hidden, bos_token_id=clip_tok.bos_token_id, eos_token_id=clip_tok.eos_token_id,
+            pad_token_id=clip_tok.pad_token_id, hidden_act="gelu",
+        )
+        return CLIPTextModelWithProjection(cfg)
+
+    text_encoder, text_encoder_2 = clip_encoder(), clip_encoder()
+    t5_cfg = T5Config(
+        vocab_size=len(t5_tok), d_model=t5_width, d_kv=16, d_ff=2 * t5_width, num_layers=spec.t5_layers,
+        num_heads=2, relative_attention_num_buckets=8, pad_token_id=t5_tok.pad_token_id,
+        eos_token_id=t5_tok.eos_token_id, decoder_start_token_id=t5_tok.pad_token_id,
+    )
+    text_encoder_3 = T5EncoderModel(t5_cfg)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=clip_tok,
+        text_encoder_2=text_encoder_2, tokenizer_2=clip_tok, text_encoder_3=text_encoder_3, tokenizer_3=t5_tok,
+    )
+    for module in (transformer, vae, text_encoder, text_encoder_2, text_encoder_3):
+        module.eval()
+    return pipe
+
+
+def save_tiny_pipeline(path: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Build a tiny pipeline and save it in diffusers format (safetensors) at `path`, atomically."""
+    import shutil
+
+    path = Path(path)
+    pipe = build_tiny_pipeline(size, seed)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
