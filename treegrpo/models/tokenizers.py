@@ -18,7 +18,8 @@ _CLIP_MERGES = 49152 - 256 - 2  # merges OpenAI's tokenizer keeps
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [(ord("!"), ord("~")), (ord("¡"), ord("¬")), (ord("®"), ord("ÿ"))]
+    bs = [b for lo, hi in printable for b in range(lo, hi + 1)]
     cs = bs[:]
     n = 0
     for b in range(256):

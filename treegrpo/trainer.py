@@ -1,0 +1,361 @@
+"""The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8).
+
+Reads top to bottom. The math lives in `treegrpo.core`; the model behind `treegrpo.models`; this file owns the loop,
+accelerate (devices, mixed precision, data parallelism), the NaN policy and checkpoint/resume. It never imports
+Prefect or MLflow: figures go out through the injected `log_fn(metrics, iteration)`.
+
+Randomness: every draw is derived from (train.seed, iteration, ...) with `derive_seed`, so a run resumed from a
+checkpoint draws exactly what an uninterrupted run draws, on every rank.
+Data parallelism: the B prompts of an iteration are drawn identically on every rank and rank r takes prompts
+r, r + W, ...: a prompt's trees never straddle ranks, so per-prompt normalisation needs no communication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from treegrpo import checkpoint as ckpt
+from treegrpo.config import Params, to_dict
+from treegrpo.core.advantages import grouped_leaf_advantages
+from treegrpo.core.loss import grpo_loss, kl_to_reference
+from treegrpo.core.sde import child_log_probs, sde_moments
+from treegrpo.core.tree import TreeSamples, edge_advantages, eff_group, eff_steps, root_latents, sample_trees
+from treegrpo.core.window import WindowSchedule, choose_window_start, derive_seed, observe_reward
+from treegrpo.errors import UserError
+from treegrpo.metrics import MetricsWriter, Timer, peak_memory_mb
+
+log = logging.getLogger(__name__)
+Reward = Callable[[Tensor, list[str]], Tensor]
+LogFn = Callable[[dict[str, float], int], None]
+# keys whose change does not invalidate a checkpoint (how long to train and how often to save)
+_RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "output_dir"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps in a row); the last good checkpoint is intact."""
+
+
+def params_fingerprint(params: Params) -> str:
+    """A hash of every parameter that changes what training computes."""
+    plain = to_dict(params)
+    plain["train"] = {k: v for k, v in plain["train"].items() if k not in _RESUMABLE_CHANGES}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TreeGRPOTrainer:
+    """One training run. `train()` runs (or resumes) it to `train.iterations` and returns the final metrics.
+
+    Args:
+        params: all of params.yaml.
+        prompts: the training prompts (the dataset; each iteration draws `train.prompts_per_iteration`).
+        rewards: name -> reward callable `(images (N, 3, H, W) in [0, 1], prompts) -> (N,)`, the names and weights
+            of `params.reward.weights`.
+        log_fn: receives each iteration's figures (main process only).
+        accelerator: an `accelerate.Accelerator`; one is made from params when None.
+    """
+
+    def __init__(self, params: Params, prompts: Sequence[str], rewards: Mapping[str, Reward],
+                 log_fn: LogFn | None = None, accelerator=None):
+        if not prompts:
+            raise UserError("no training prompts: run `treegrpo ingest` and `treegrpo validate` first")
+        missing = set(params.reward.weights) - set(rewards)
+        if missing:
+            raise UserError(f"reward.weights names {sorted(missing)} but no such reward model was given")
+        self.params, self.prompts, self.rewards = params, list(prompts), dict(rewards)
+        self.reward_names = list(params.reward.weights)
+        self.log_fn = log_fn or (lambda metrics, it: None)
+        self.accelerator = accelerator
+        self.out = Path(params.train.output_dir)
+        t, s = params.train, params.sampler
+        self.schedule = WindowSchedule(s.window.strategy, s.num_inference_steps, s.depth, s.window.alpha,
+                                       s.window.start, s.window.stride, s.window.every, seed=t.seed)
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Load the pipeline, add LoRA, build the optimizer, prepare for accelerate, resume if possible."""
+        from accelerate import Accelerator
+        from diffusers.training_utils import cast_training_params
+
+        from treegrpo.models.lora import add_lora, lora_parameters
+        from treegrpo.models.pipeline import DTYPES, load_pipeline
+        from treegrpo.models.sd3 import latent_shape, scheduler_sigmas
+
+        p = self.params
+        if self.accelerator is None:
+            self.accelerator = Accelerator(mixed_precision=p.train.mixed_precision,
+                                           cpu=p.model.device == "cpu")
+        acc = self.accelerator
+        self.pipe = load_pipeline(p.model, device=acc.device)
+        transformer = self.pipe.transformer
+        add_lora(transformer, p.lora)
+        cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 over a bf16 base
+        if p.train.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        params = lora_parameters(transformer)
+        for param in params:
+            param.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=p.train.learning_rate, weight_decay=p.train.weight_decay)
+        self.model, self.optimizer = acc.prepare(transformer, optimizer)
+        self.sigmas = scheduler_sigmas(self.pipe, p.sampler.num_inference_steps).to(acc.device)  # (N + 1,)
+        self.latent_shape = latent_shape(self.pipe, p.model.resolution)
+        self.dtype = DTYPES[p.model.dtype]
+        self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
+        self.start_iteration = self.resume()
+        self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, keep_until=self.start_iteration)
+
+    def resume(self) -> int:
+        """Load the newest complete checkpoint made with the same params; return the iteration to start at."""
+        root = self.out / "checkpoints"
+        if self.accelerator.is_main_process:
+            ckpt.clean_partials(root)
+        self.accelerator.wait_for_everyone()
+        found = ckpt.complete_checkpoints(root)
+        if not found:
+            return 0
+        lora, optim_state, state = ckpt.load_checkpoint(found[-1])
+        if state.get("fingerprint") != params_fingerprint(self.params):
+            raise UserError(f"{found[-1]} was written with different params; to start over with the new ones, "
+                            f"remove {root} (or set train.output_dir elsewhere)")
+        from treegrpo.models.lora import set_lora_state_dict
+
+        set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)
+        self.optimizer.load_state_dict(optim_state)
+        self.state = {k: state[k] for k in ("window", "bad_steps", "skipped_steps")}
+        log.info("resumed from %s (iteration %d)", found[-1], state["iteration"])
+        return int(state["iteration"])
+
+    # ---------------------------------------------------------------- loop
+    def train(self) -> dict[str, float]:
+        """Run iterations until `train.iterations`; checkpoint every `checkpoint_every`; write the final LoRA."""
+        from tqdm.auto import tqdm
+
+        if not hasattr(self, "model"):
+            self.setup()
+        t = self.params.train
+        last: dict[str, float] = {}
+        bar = tqdm(range(self.start_iteration, t.iterations), initial=self.start_iteration, total=t.iterations,
+                   disable=not self.accelerator.is_main_process, desc="train")
+        for it in bar:
+            last = self.iteration(it)
+            bar.set_postfix(reward=f"{last.get('reward_mean', float('nan')):.4f}")
+            if self.accelerator.is_main_process:
+                self.metrics.append(it, last)
+                self.log_fn(last, it)
+            if (it + 1) % t.checkpoint_every == 0 or it + 1 == t.iterations:
+                self.save_checkpoint(it + 1)
+        self.export_lora()
+        return last
+
+    def iteration(self, it: int) -> dict[str, float]:
+        """One iteration: sample → decode → score → advantages → policy update. Returns its figures."""
+        timer = Timer(self.accelerator.device)
+        batch_keys = self.prompt_batch(it)
+        prompts = [self.prompts[k] for k in batch_keys]
+        with timer("time_sampling"):
+            samples, velocity = self.sample_trees(it, batch_keys, prompts)
+        from treegrpo.models.sd3 import decode
+
+        with timer("time_decoding"):
+            images = decode(self.pipe, samples.leaf_latents)  # (L, 3, H, W)
+        with timer("time_reward"):
+            rewards = self.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, L)
+        stats = self.reward_stats(rewards)
+        edge_adv = self.advantages(samples, rewards)  # (P, k)
+        bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
+                   and torch.isfinite(samples.child_log_prob).all())
+        with timer("time_training"):
+            train_stats = self.skip_step("non-finite reward, advantage or log-prob") if bad else \
+                self.policy_step(it, samples, edge_adv, velocity)
+        self.state["window"] = observe_reward(self.schedule, self.state["window"], stats["reward_mean"])
+        k, d, trees = samples.branching, samples.depth, self.params.sampler.trees_per_prompt
+        return {**stats, **train_stats, **timer.totals, "nfe": float(velocity.calls), "images": float(len(images)),
+                "eff_group": float(eff_group(k, d, trees)), "eff_steps": float(eff_steps(k, d, trees)),
+                "window_start": float(samples.window_start), "peak_memory_mb": peak_memory_mb(),
+                "skipped_steps": float(self.state["skipped_steps"])}
+
+    def prompt_batch(self, it: int) -> list[int]:
+        """This rank's prompt indices for iteration `it`: the same global draw on every rank, then a slice."""
+        t, acc = self.params.train, self.accelerator
+        if t.prompts_per_iteration % acc.num_processes:
+            raise UserError(f"train.prompts_per_iteration={t.prompts_per_iteration}: must be divisible by the "
+                            f"{acc.num_processes} processes, so each rank owns whole prompts")
+        gen = torch.Generator().manual_seed(derive_seed("prompts", t.seed, it))
+        reps = math.ceil(t.prompts_per_iteration / len(self.prompts))
+        order = torch.cat([torch.randperm(len(self.prompts), generator=gen) for _ in range(reps)])
+        return order[: t.prompts_per_iteration].tolist()[acc.process_index :: acc.num_processes]
+
+    # ---------------------------------------------------------------- sample
+    def sample_trees(self, it: int, batch_keys: list[int], prompts: list[str]):
+        """Grow this rank's trees with the frontier batched; returns (TreeSamples, the velocity fn used)."""
+        from treegrpo.models.sd3 import CfgVelocity, encode_prompts
+
+        s, p, acc = self.params.sampler, self.params, self.accelerator
+        embeds = encode_prompts(self.pipe, prompts, acc.device, p.model.max_sequence_length)
+        model = acc.unwrap_model(self.model)
+        velocity = CfgVelocity(model, embeds, self.sigmas, s.guidance_scale, self.dtype)
+        start, self.state["window"] = choose_window_start(self.schedule, it, self.state["window"])
+        roots, root_prompt = root_latents(batch_keys, s.trees_per_prompt, self.latent_shape, p.train.seed, it,
+                                          device=acc.device)
+        gen = torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, acc.process_index))
+        model.eval()
+        with torch.no_grad(), acc.autocast():
+            samples = sample_trees(velocity, roots, root_prompt, self.sigmas, start, s.depth, s.branching,
+                                   s.noise_level, gen, s.max_batch)
+        return samples, velocity
+
+    # ---------------------------------------------------------------- score
+    def score(self, images: Tensor, prompts: list[str]) -> Tensor:
+        """(R, L) float32 scores of every leaf image under every configured reward."""
+        rows = []
+        for name in self.reward_names:
+            with torch.no_grad():
+                r = self.rewards[name](images, prompts)
+            rows.append(torch.as_tensor(r, dtype=torch.float32).reshape(-1).to(images.device))  # (L,)
+        return torch.stack(rows)  # (R, L)
+
+    def reward_stats(self, rewards: Tensor) -> dict[str, float]:
+        """Mean and std per reward over all ranks' leaves, and the weighted mean (what the window adapts to)."""
+        everything = self.accelerator.gather(rewards.contiguous().T).T  # (R, L * W)
+        stats: dict[str, float] = {}
+        weighted = 0.0
+        for i, name in enumerate(self.reward_names):
+            stats[f"reward_{name}_mean"] = everything[i].mean().item()
+            stats[f"reward_{name}_std"] = everything[i].std(unbiased=False).item()
+            weighted += self.params.reward.weights[name] * stats[f"reward_{name}_mean"]
+        stats["reward_mean"] = weighted / sum(self.params.reward.weights.values())
+        return stats
+
+    # ---------------------------------------------------------------- advantages
+    def advantages(self, samples: TreeSamples, rewards: Tensor) -> Tensor:
+        """(P, k) edge advantages: per-prompt, per-reward z-scores of the leaves, weighted, backed up the trees."""
+        t = self.params.train
+        weights = torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=rewards.device)
+        leaf = grouped_leaf_advantages(rewards, samples.leaf_prompt.to(rewards.device), weights,
+                                       clip=t.adv_clip_max)  # (L,)
+        return edge_advantages(samples, leaf, mode=t.backup, temperature=t.temperature)  # (P, k)
+
+    # ---------------------------------------------------------------- update
+    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity) -> dict[str, float]:
+        """`inner_epochs` passes over the shuffled window parents; one forward with gradients per parent serves
+        its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step."""
+        from treegrpo.models.sd3 import CfgVelocity
+
+        t, acc = self.params.train, self.accelerator
+        train_velocity = CfgVelocity(self.model, velocity.embeds, self.sigmas, velocity.guidance_scale, self.dtype)
+        old = samples.child_log_prob
+        if t.recompute_old_log_prob:
+            old = self.recompute_log_probs(samples, train_velocity)
+        num_parents = samples.num_parents
+        log_ratios, clip_fracs, kls, losses, grad_norms, first_dev = [], [], [], [], [], 0.0
+        self.model.train()
+        for epoch in range(t.inner_epochs):
+            gen = torch.Generator().manual_seed(derive_seed("shuffle", t.seed, it, epoch))
+            chunks = torch.randperm(num_parents, generator=gen).split(t.micro_batch)
+            for j, idx in enumerate(chunks):
+                idx = idx.to(samples.parent_latents.device)
+                out, kl = self.edge_loss(samples, idx, edge_adv, old, train_velocity)
+                scale = len(idx) / num_parents if t.loss_reduction == "mean" else 1.0
+                loss = (out.loss + t.kl_beta * kl) * scale
+                if not torch.isfinite(loss):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return self.skip_step("non-finite loss")
+                sync = j == len(chunks) - 1
+                with acc.no_sync(self.model) if not sync else contextlib.nullcontext():
+                    acc.backward(loss)
+                log_ratios.append(out.ratio.log().flatten())
+                clip_fracs.append(out.clip_fraction.item())
+                kls.append(out.approx_kl.item())
+                losses.append(loss.item())
+                if epoch == 0:
+                    first_dev = max(first_dev, (out.ratio - 1).abs().max().item())
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+            if not torch.isfinite(torch.as_tensor(grad_norm)):
+                self.optimizer.zero_grad(set_to_none=True)
+                return self.skip_step("non-finite gradient")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            grad_norms.append(float(grad_norm))
+        self.state["bad_steps"] = 0
+        ratio = torch.cat(log_ratios).exp()
+        return {"loss": sum(losses) / t.inner_epochs, "grad_norm": sum(grad_norms) / len(grad_norms),
+                "ratio_min": ratio.min().item(), "ratio_mean": ratio.mean().item(), "ratio_max": ratio.max().item(),
+                "first_step_ratio_dev": first_dev, "clip_fraction": sum(clip_fracs) / len(clip_fracs),
+                "approx_kl": sum(kls) / len(kls), "edges_trained": float(old.numel()),
+                "parents_trained": float(num_parents)}
+
+    def edge_loss(self, samples: TreeSamples, idx: Tensor, edge_adv: Tensor, old: Tensor, velocity):
+        """GRPO loss (and KL to the reference) of the child edges of parents `idx`: one forward for all k."""
+        t, s = self.params.train, self.params.sampler
+        latents, steps = samples.parent_latents[idx], samples.parent_step[idx]  # (m, C, H, W) (m,)
+        with self.accelerator.autocast():
+            v = velocity(latents, steps, samples.parent_prompt[idx])  # (m, C, H, W)
+        mean, std = sde_moments(latents, v, self.sigmas, steps, s.noise_level)
+        logp = child_log_probs(mean, std, samples.child_latents[idx])  # (m, k)
+        out = grpo_loss(logp, old[idx], edge_adv[idx], t.clip_range, t.loss_reduction)
+        kl = torch.zeros((), device=logp.device)
+        if t.kl_beta > 0:
+            model = self.accelerator.unwrap_model(self.model)
+            with torch.no_grad(), self.accelerator.autocast():
+                model.disable_adapters()
+                try:
+                    v_ref = velocity(latents, steps, samples.parent_prompt[idx])
+                finally:
+                    model.enable_adapters()
+            ref_mean, _ = sde_moments(latents, v_ref, self.sigmas, steps, s.noise_level)
+            kl = kl_to_reference(mean, ref_mean, std).mean()
+        return out, kl
+
+    @torch.no_grad()
+    def recompute_log_probs(self, samples: TreeSamples, velocity) -> Tensor:
+        """Old log-probs recomputed at the training layout (micro-batches), before any update (SPEC §6)."""
+        old = torch.empty_like(samples.child_log_prob)
+        mb = self.params.train.micro_batch
+        for idx in torch.arange(samples.num_parents, device=old.device).split(mb):
+            latents, steps = samples.parent_latents[idx], samples.parent_step[idx]
+            with self.accelerator.autocast():
+                v = velocity(latents, steps, samples.parent_prompt[idx])
+            mean, std = sde_moments(latents, v, self.sigmas, steps, self.params.sampler.noise_level)
+            old[idx] = child_log_probs(mean, std, samples.child_latents[idx])
+        return old
+
+    def skip_step(self, why: str) -> dict[str, float]:
+        """Count a skipped (non-finite) step; too many in a row stop the run with the last checkpoint intact."""
+        self.state["bad_steps"] += 1
+        self.state["skipped_steps"] += 1
+        log.warning("skipping the update: %s (%d in a row)", why, self.state["bad_steps"])
+        if self.state["bad_steps"] >= self.params.train.max_bad_steps:
+            raise TrainingError(f"{self.state['bad_steps']} non-finite steps in a row (last: {why}); stopping. "
+                                f"The last good checkpoint in {self.out / 'checkpoints'} is intact; lower "
+                                "train.learning_rate or check the reward models")
+        return {"skipped": 1.0}
+
+    # ---------------------------------------------------------------- checkpoint
+    def save_checkpoint(self, iteration: int) -> None:
+        from treegrpo.models.lora import lora_state_dict
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {**self.state, "fingerprint": params_fingerprint(self.params)}
+            ckpt.save_checkpoint(self.out / "checkpoints", iteration, lora_state_dict(acc.unwrap_model(self.model)),
+                                 self.optimizer.state_dict(), state, keep=self.params.train.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def export_lora(self) -> None:
+        """The trained adapter in the diffusers LoRA format at `{output_dir}/lora`."""
+        from treegrpo.models.lora import save_lora
+
+        if self.accelerator.is_main_process:
+            save_lora(self.accelerator.unwrap_model(self.model), self.out / "lora")
+
+
