@@ -28,8 +28,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-# Lower bound on the step's std. Real steps never come near it (the smallest window std is ~0.05; the excluded last
-# step's is ~0.006); it only keeps log-probs finite when noise_level is 0.
+# Lower bound on the step's std. Real steps never come near it (at N = 10, a = 0.7 the smallest window std is ~0.22,
+# the excluded last step's ~0.006); it only keeps log-probs finite when noise_level is 0.
 STD_MIN = 1e-6
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -61,11 +61,12 @@ def _step_sigmas(sigmas: Tensor, step_index: int | Tensor, n: int, device: torch
     sigmas = sigmas.to(device=device, dtype=torch.float32)  # (S,)
     if isinstance(step_index, int):
         if not 0 <= step_index <= sigmas.numel() - 2:
-            raise ValueError(f"step_index={step_index}: must be in [0, {sigmas.numel() - 2}] for {sigmas.numel()} sigmas")
+            last = sigmas.numel() - 2
+            raise ValueError(f"step_index={step_index}: must be in [0, {last}] for {sigmas.numel()} sigmas")
         index = torch.tensor([step_index], device=device)  # (1,)
     else:
-        index = step_index.to(device=device, dtype=torch.long).reshape(-1)  # (N,)
-        if index.numel() != n:
+        index = step_index.to(device=device, dtype=torch.long).reshape(-1)  # (N,) or (1,)
+        if index.numel() not in (1, n):
             raise ValueError(f"step_index has {index.numel()} entries for a batch of {n}: pass one per sample")
     sigma = sigmas[index].view(-1, 1, 1, 1)  # (N, 1, 1, 1)
     sigma_next = sigmas[index + 1].view(-1, 1, 1, 1)  # (N, 1, 1, 1)
