@@ -19,4 +19,15 @@ echo "treegrpo setup: installing the pinned stack into $VENV (first time: a few 
 "${pip[@]}" install -q --upgrade "pip>=25"
 "${pip[@]}" install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
 "${pip[@]}" install -q --no-deps -e .
+# reward models: their own needs with dependencies, then hpsv2 and image-reward without (their pins break the stack)
+"${pip[@]}" install -q -r requirements/rewards.txt -c requirements/lock.txt
+"${pip[@]}" install -q --no-deps -r requirements/rewards-nodeps.txt
+# hpsv2's wheel omits the CLIP BPE vocabulary its tokenizer opens on import; open_clip ships the same file
+"$VENV/bin/python" - <<'PY'
+import importlib.util, pathlib, shutil
+src = pathlib.Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+dst = pathlib.Path(importlib.util.find_spec("hpsv2").submodule_search_locations[0]) / "src/open_clip" / src.name
+if not dst.is_file():
+    shutil.copyfile(src, dst)
+PY
 echo "$want" > "$stamp"

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,13 @@ class TreeGRPOTrainer:
             return 0
         lora, optim_state, state = ckpt.load_checkpoint(found[-1])
         if state.get("fingerprint") != params_fingerprint(self.params):
-            raise UserError(f"{found[-1]} was written with different params; to start over with the new ones, "
-                            f"remove {root} (or set train.output_dir elsewhere)")
+            log.warning("%s was written with different params: starting over (its checkpoints are removed)", root)
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                for old in found:
+                    shutil.rmtree(old, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            return 0
         from treegrpo.models.lora import set_lora_state_dict
 
         set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)

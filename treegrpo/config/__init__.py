@@ -14,14 +14,15 @@ import yaml
 
 from treegrpo.config.base import ParamsError, build, check, to_dict
 from treegrpo.config.data import DataParams
+from treegrpo.config.eval import EvalParams
 from treegrpo.config.model import LoraParams, ModelParams, TinyModelParams
 from treegrpo.config.reward import RewardParams
 from treegrpo.config.sampler import SamplerParams, WindowParams
 from treegrpo.config.train import TrainParams
 
 __all__ = [
-    "DataParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams", "SamplerParams",
-    "TinyModelParams", "TrainParams", "WindowParams", "build", "check", "load_params", "to_dict",
+    "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams",
+    "SamplerParams", "TinyModelParams", "TrainParams", "WindowParams", "build", "check", "load_params", "to_dict",
 ]
 
 
@@ -36,6 +37,7 @@ class Params:
     reward: RewardParams
     train: TrainParams
     data: DataParams
+    eval: EvalParams
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:

@@ -1,0 +1,122 @@
+"""`treegrpo evaluate` on the tiny pipeline: base vs LoRA, the metrics JSON, the Table-1 Markdown, the PNG grid."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from tests.conftest import REPO
+from treegrpo.cli import main
+from treegrpo.config import load_params
+from treegrpo.errors import UserError
+from treegrpo.evaluation import evaluate, sample, summarize
+from treegrpo.rewards.weight_free import ColorFraction, JpegCompressibility
+
+pytestmark = pytest.mark.integration
+PROMPTS = ["a red car", "a blue house by the sea", "a green dragon"]
+
+
+@pytest.fixture(scope="module")
+def params(tiny_pipeline_dir, tmp_path_factory):
+    p = load_params(REPO / "params.yaml")
+    out = tmp_path_factory.mktemp("eval")
+    return dataclasses.replace(
+        p, model=dataclasses.replace(p.model, pretrained=str(tiny_pipeline_dir), device="cpu"),
+        reward=dataclasses.replace(p.reward, stand_in_dir=str(out / "stand-ins"), device="cpu"),
+        eval=dataclasses.replace(p.eval, lora=str(out / "lora"), output_dir=str(out / "report"), batch_size=2,
+                                 grid_prompts=2))
+
+
+@pytest.fixture(scope="module")
+def pipe(params):
+    from treegrpo.models.pipeline import load_pipeline
+
+    return load_pipeline(params.model)
+
+
+def _save_lora(params, pipe, scale: float) -> None:
+    """Write a LoRA to eval.lora: add an adapter, set its B matrices (all zero: the adapter changes nothing),
+    save it, and take it off the transformer again."""
+    from treegrpo.models.lora import add_lora, save_lora
+
+    add_lora(pipe.transformer, params.lora)
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, scale, generator=torch.Generator().manual_seed(1))  # scale 0 gives exact zeros
+    save_lora(pipe.transformer, params.eval.lora)
+    pipe.transformer.delete_adapters("default")
+
+
+def test_summary_is_mean_and_standard_error():
+    stats = summarize({"r": torch.tensor([1.0, 2.0, 3.0, 6.0])})["r"]
+    assert stats["mean"] == pytest.approx(3.0)
+    assert stats["sem"] == pytest.approx((14 / 3) ** 0.5 / 2)  # sample std sqrt(14/3), over sqrt(4)
+    assert summarize({"r": torch.tensor([5.0])})["r"]["sem"] is None
+
+
+def test_fixed_seed_per_prompt_independent_of_batching(params, pipe):
+    pipe.set_progress_bar_config(disable=True)
+    a = sample(pipe, PROMPTS, params)
+    b = sample(pipe, PROMPTS, dataclasses.replace(params, eval=dataclasses.replace(params.eval, batch_size=1)))
+    assert a.shape == (3, 3, 64, 64) and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    c = sample(pipe, PROMPTS[:1], dataclasses.replace(params, eval=dataclasses.replace(params.eval, seed=1)))
+    assert not torch.allclose(a[:1], c)  # another seed, another image
+
+
+def test_identity_lora_scores_exactly_as_the_base(params, pipe):
+    """B = 0: the trained model is the base model, so every difference of means is exactly zero."""
+    _save_lora(params, pipe, scale=0.0)
+    rewards = {"jpeg_compressibility": JpegCompressibility(), "color_fraction": ColorFraction()}
+    metrics = evaluate(params, PROMPTS, pipe=pipe, rewards=rewards)
+    assert metrics["n_prompts"] == 3 and set(metrics) == {"n_prompts", "base", "trained", "delta"}
+    assert metrics["delta"] == {"jpeg_compressibility": 0.0, "color_fraction": 0.0}
+    pipe.unload_lora_weights()
+
+
+def test_report_on_the_embedded_default_rewards(params, pipe):
+    """All six eval rewards (the paper's four on tiny stand-ins); a non-zero LoRA changes the images."""
+    _save_lora(params, pipe, scale=0.3)
+    metrics = evaluate(params, PROMPTS, pipe=pipe)
+    pipe.unload_lora_weights()
+    out = params.eval.output_dir
+    assert json.loads(open(f"{out}/metrics.json").read()) == metrics
+    for model in ("base", "trained"):
+        assert list(metrics[model]) == list(params.eval.rewards)
+        for stats in metrics[model].values():
+            assert set(stats) == {"mean", "sem"} and stats["sem"] >= 0
+    assert metrics["delta"]["jpeg_compressibility"] != 0.0
+    table = open(f"{out}/table.md").read()
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| Model | HPS-v2.1 † | ImageReward † | Aesthetic † | CLIPScore † | JPEG")
+    assert lines[2].startswith("| base (") and lines[3].startswith("| trained (LoRA ") and len(lines) == 4
+    assert "tiny random-weight stand-in" in table
+    grid = Image.open(f"{out}/grid.png")
+    assert grid.size[0] > 300 and grid.size[1] > 300  # 2 rows x 2 models
+    rows = [json.loads(line) for line in open(f"{out}/scores.jsonl")]
+    assert len(rows) == 6 and rows[0]["seed"] == params.eval.seed and "hpsv2" in rows[0]
+
+
+def test_missing_lora_is_a_user_error(params):
+    missing = dataclasses.replace(params, eval=dataclasses.replace(params.eval, lora="/nonexistent/lora"))
+    with pytest.raises(UserError, match="eval.lora: null"):
+        evaluate(missing, PROMPTS, pipe=object(), rewards={})
+
+
+def test_cli_with_a_prompt_file(params, tmp_path, capsys):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"]["pretrained"] = params.model.pretrained
+    raw["reward"]["stand_in_dir"] = params.reward.stand_in_dir
+    raw["eval"].update(lora=None, rewards=["hpsv2", "color_fraction"], output_dir=str(tmp_path / "report"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "prompts.txt").write_text("a red car\n\na yellow flower\n")
+    args = ["evaluate", "--params", str(tmp_path / "params.yaml"), "--prompts"]
+    assert main([*args, str(tmp_path / "prompts.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "| base (" in printed and "trained" not in printed.split("|---")[1]  # base only: eval.lora is null
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n_prompts"] == 2
+    assert main([*args, str(tmp_path / "none.txt")]) == 2  # a missing prompt file: one line, exit 2

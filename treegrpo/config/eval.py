@@ -1,0 +1,35 @@
+"""The `eval` section: `treegrpo evaluate`, the base model against the trained LoRA on held-out prompts.
+
+Sampling uses the ODE (noise 0) at `sampler.num_inference_steps` and `sampler.guidance_scale`, at
+`model.resolution`; prompt i of the eval set gets seed `seed + i`, the same for both models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from treegrpo.config.base import check
+from treegrpo.config.reward import check_reward_names
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    rewards: list[str]
+    lora: str | None
+    num_prompts: int
+    seed: int
+    batch_size: int
+    grid_prompts: int
+    output_dir: str
+
+    def __post_init__(self) -> None:
+        check(len(self.rewards) > 0, "eval.rewards", list(self.rewards), "must name at least one reward")
+        check_reward_names(self.rewards, "eval.rewards")
+        check(len(set(self.rewards)) == len(self.rewards), "eval.rewards", list(self.rewards),
+              "must not repeat a reward")
+        if self.lora is not None:
+            check(bool(self.lora.strip()), "eval.lora", self.lora, "must be a LoRA folder, or null for the base only")
+        check(self.num_prompts >= 0, "eval.num_prompts", self.num_prompts, "must be >= 0 (0: every eval prompt)")
+        check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "must be >= 1 (prompts per pipeline call)")
+        check(self.grid_prompts >= 1, "eval.grid_prompts", self.grid_prompts, "must be >= 1 (rows of the image grid)")
+        check(bool(self.output_dir.strip()), "eval.output_dir", self.output_dir, "must be a folder path")

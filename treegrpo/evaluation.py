@@ -1,0 +1,188 @@
+"""The evaluation recipe (`treegrpo evaluate`): base model against trained LoRA, as the paper's Table 1.
+
+Reads top to bottom: `sample()` both models on the same prompts and seeds with the ODE sampler (the pipeline's own
+Euler call, noise 0), `score()` them with every reward of `eval.rewards`, `summarize()` to mean and standard error
+over prompts, then `write_report()`: metrics.json (DVC metrics), table.md, grid.png and scores.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from treegrpo.config import Params
+from treegrpo.errors import UserError
+from treegrpo.rewards import PAPER_REWARDS
+
+log = logging.getLogger(__name__)
+
+# the paper's column names
+DISPLAY = {"hpsv2": "HPS-v2.1", "image_reward": "ImageReward", "aesthetic": "Aesthetic", "clip_score": "CLIPScore",
+           "jpeg_compressibility": "JPEG compressibility (-kB)", "color_fraction": "Colour fraction"}
+STAND_IN_NOTE = ("tiny random-weight stand-in (reward.stand_in_dir): exercises the pipeline, the numbers mean nothing "
+                 "and are not comparable with the paper")
+
+
+def read_prompts(params: Params, prompts_file: str | None = None) -> list[str]:
+    """The eval prompts: `prompts_file` (text, one per line; or a Parquet prompt set) if given, else
+    `{data.validated_dir}/eval.parquet`; the first `eval.num_prompts` of them (0: all)."""
+    from treegrpo.data import load_prompts
+
+    if prompts_file is not None:
+        path = Path(prompts_file)
+        if path.suffix == ".parquet":
+            prompts = load_prompts(path)
+        elif not path.is_file():
+            raise UserError(f"--prompts {prompts_file}: no such file (text, one prompt per line, or .parquet)")
+        else:
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = load_prompts(Path(params.data.validated_dir) / "eval.parquet")
+    if not prompts:
+        raise UserError(f"no eval prompts in {prompts_file or params.data.validated_dir}")
+    n = params.eval.num_prompts
+    return prompts[:n] if n else prompts
+
+
+@torch.no_grad()
+def sample(pipe, prompts: Sequence[str], params: Params) -> Tensor:
+    """ODE samples, one per prompt; prompt i draws its initial noise from a CPU generator seeded `eval.seed + i`.
+
+    Returns:
+        (N, 3, H, W) float32 images in [0, 1] on the CPU.
+    """
+    e, s, res = params.eval, params.sampler, params.model.resolution
+    images = []
+    for lo in range(0, len(prompts), e.batch_size):
+        batch = list(prompts[lo : lo + e.batch_size])
+        generators = [torch.Generator().manual_seed(e.seed + lo + j) for j in range(len(batch))]
+        out = pipe(batch, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, height=res,
+                   width=res, generator=generators, max_sequence_length=params.model.max_sequence_length,
+                   output_type="pt")
+        images.append(out.images.float().clamp(0, 1).cpu())  # (b, 3, H, W)
+    return torch.cat(images)
+
+
+def score(rewards: Mapping, images: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
+    """name -> (N,) float32 scores."""
+    return {name: reward(images, list(prompts)).float().reshape(-1) for name, reward in rewards.items()}
+
+
+def summarize(scores: Mapping[str, Tensor]) -> dict[str, dict[str, float | None]]:
+    """name -> {mean, sem}: the mean over prompts and its standard error (sample std / sqrt n; null for n = 1)."""
+    out = {}
+    for name, values in scores.items():
+        values = values.double()
+        n = values.numel()
+        sem = (values.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else None
+        out[name] = {"mean": values.mean().item(), "sem": sem}
+    return out
+
+
+def _cell(stat: Mapping[str, float | None]) -> str:
+    return f"{stat['mean']:.4f}" + (f" ± {stat['sem']:.4f}" if stat["sem"] is not None else "")
+
+
+def markdown_table(metrics: Mapping, labels: Mapping[str, str], names: Sequence[str], stand_ins: set[str],
+                   header: str) -> str:
+    """Rows: the models; columns: the rewards (the paper's four first); stand-in columns marked with a dagger."""
+    cols = [DISPLAY.get(n, n) + (" †" if n in stand_ins else "") for n in names]
+    lines = [header, "", "| Model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for model, label in labels.items():
+        lines.append(f"| {label} | " + " | ".join(_cell(metrics[model][n]) for n in names) + " |")
+    lines += ["", "Mean ± standard error over prompts (higher is better for every column)."]
+    if stand_ins:
+        lines.append(f"† {STAND_IN_NOTE}.")
+    missing = [n for n in PAPER_REWARDS if n not in names]
+    if missing:
+        lines.append(f"Not evaluated (not in eval.rewards): {', '.join(DISPLAY[n] for n in missing)}.")
+    return "\n".join(lines) + "\n"
+
+
+def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: int) -> None:
+    """A PNG: one row per prompt (the first `rows`), one column per model, the same seed across a row."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = min(rows, len(prompts))
+    names = list(columns)
+    fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names) + 2.6, 2.2 * rows), squeeze=False)
+    for r in range(rows):
+        for c, name in enumerate(names):
+            ax = axes[r][c]
+            ax.imshow(columns[name][r].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=11)
+        axes[r][0].set_ylabel(textwrap.fill(prompts[r], 28), fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: Path, metrics: Mapping, table: str, images: Mapping[str, Tensor],
+                 scores: Mapping[str, Mapping[str, Tensor]], prompts: Sequence[str], params: Params) -> None:
+    """metrics.json, table.md, grid.png and scores.jsonl (one line per prompt and model) in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out_dir / "table.md").write_text(table)
+    save_grid(images, prompts, out_dir / "grid.png", params.eval.grid_prompts)
+    with open(out_dir / "scores.jsonl", "w") as f:
+        for model, by_reward in scores.items():
+            for i, prompt in enumerate(prompts):
+                row = {"model": model, "index": i, "seed": params.eval.seed + i, "prompt": prompt}
+                f.write(json.dumps(row | {n: v[i].item() for n, v in by_reward.items()}) + "\n")
+
+
+def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping | None = None) -> dict:
+    """Sample base (and trained, unless `eval.lora` is null), score, and write the report to `eval.output_dir`.
+
+    Args:
+        params: all of params.yaml (model, sampler steps and CFG, reward, eval).
+        prompts: the eval prompts.
+        pipe: a loaded `StableDiffusion3Pipeline` (tests); loaded from `model` when None.
+        rewards: name -> reward (tests); built from `reward` for `eval.rewards` when None.
+    Returns:
+        the metrics written to metrics.json: n_prompts, then per model per reward {mean, sem}, and the
+        trained-minus-base difference of the means.
+    """
+    from treegrpo.models.lora import load_lora
+    from treegrpo.models.pipeline import load_pipeline
+    from treegrpo.rewards.registry import build_rewards
+
+    e = params.eval
+    if e.lora is not None and not Path(e.lora).is_dir():
+        raise UserError(f"eval.lora={e.lora!r}: no such folder; train first (`treegrpo train`, `dvc repro train`) "
+                        "or set eval.lora: null to evaluate the base model alone")
+    rewards = dict(rewards) if rewards is not None else build_rewards(params.reward, e.rewards)
+    pipe = pipe if pipe is not None else load_pipeline(params.model)
+    pipe.set_progress_bar_config(disable=True)
+    labels = {"base": f"base ({params.model.pretrained})"}
+    images = {"base": sample(pipe, prompts, params)}
+    if e.lora is not None:
+        load_lora(pipe, e.lora)
+        labels["trained"] = f"trained (LoRA {e.lora})"
+        images["trained"] = sample(pipe, prompts, params)
+    del pipe  # free the pipeline's memory before the reward models load
+    scores = {model: score(rewards, imgs, prompts) for model, imgs in images.items()}
+    metrics = {"n_prompts": len(prompts), **{model: summarize(s) for model, s in scores.items()}}
+    if "trained" in metrics:
+        metrics["delta"] = {n: metrics["trained"][n]["mean"] - metrics["base"][n]["mean"] for n in rewards}
+    stand_ins = {n for n, r in rewards.items() if getattr(r, "stand_in", False)}
+    s = params.sampler
+    header = (f"# Evaluation: {len(prompts)} eval prompts, ODE sampling ({s.num_inference_steps} steps, "
+              f"CFG {s.guidance_scale:g}, {params.model.resolution} px), seed {e.seed} + prompt index")
+    table = markdown_table(metrics, labels, list(rewards), stand_ins, header)
+    write_report(Path(e.output_dir), metrics, table, images, scores, prompts, params)
+    log.info("evaluation written to %s", e.output_dir)
+    return metrics
