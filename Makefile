@@ -1,6 +1,8 @@
 # The two things a new user does (README quick start), plus helpers. Both targets set up .venv first (idempotent).
 VENV ?= .venv
 BIN := $(VENV)/bin
+# DVC stages call `treegrpo` and `dvc`: put the environment first on PATH
+export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
