@@ -34,3 +34,21 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
     from treegrpo.models.tiny import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd3", size="tiny", seed=0)
+
+
+def make_params(tiny_dir: Path, out_dir: Path, **overrides):
+    """params.yaml as shipped, pointed at `tiny_dir` and `out_dir`, with dotted overrides (`train__iterations=2`)."""
+    import yaml
+
+    from treegrpo.config import parse_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"]["pretrained"] = str(tiny_dir)
+    raw["train"]["output_dir"] = str(out_dir)
+    for dotted, value in overrides.items():
+        *path, last = dotted.split("__")
+        node = raw
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return parse_params(raw), raw

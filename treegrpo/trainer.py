@@ -98,7 +98,9 @@ class TreeGRPOTrainer:
         acc = self.accelerator
         self.pipe = load_pipeline(p.model, device=acc.device)
         transformer = self.pipe.transformer
-        add_lora(transformer, p.lora)
+        with torch.random.fork_rng(devices=[]):  # the adapter's random init depends on train.seed alone
+            torch.manual_seed(derive_seed("lora", p.train.seed))
+            add_lora(transformer, p.lora)
         cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 over a bf16 base
         if p.train.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
@@ -212,7 +214,9 @@ class TreeGRPOTrainer:
         start, self.state["window"] = choose_window_start(self.schedule, it, self.state["window"])
         roots, root_prompt = root_latents(batch_keys, s.trees_per_prompt, self.latent_shape, p.train.seed, it,
                                           device=acc.device)
-        gen = torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, acc.process_index))
+        # one generator per tree, seeded by (seed, iteration, prompt, tree): the same noise on any number of ranks
+        gen = [torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, key, tree))
+               for key in batch_keys for tree in range(s.trees_per_prompt)]
         model.eval()
         with torch.no_grad(), acc.autocast():
             samples = sample_trees(velocity, roots, root_prompt, self.sigmas, start, s.depth, s.branching,

@@ -190,3 +190,23 @@ def test_root_latents_are_keyed_by_prompt_and_tree():
     assert torch.equal(latents[2:], alone)  # prompt 7's noise does not depend on its batch
     assert not torch.equal(latents[0], latents[1])
     assert not torch.equal(latents, root_latents([5, 7], 2, (2, 4, 4), seed=1, epoch=4)[0])
+
+
+def test_per_root_generators_make_a_tree_independent_of_its_batch():
+    # two trees sampled together equal each tree sampled alone with the same per-root generator (what lets a
+    # 2-rank run draw the same noise as a 1-rank run)
+    sigmas = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.0])
+    roots = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    prompt = torch.tensor([0, 1])
+    velocity = lambda x, t, p: -x + p.view(-1, 1, 1, 1).float()  # noqa: E731
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = sample_trees(velocity, roots, prompt, sigmas, 1, 2, 3, 0.7, gens(10, 11), max_batch=5)
+    first = sample_trees(velocity, roots[:1], prompt[:1], sigmas, 1, 2, 3, 0.7, gens(10), max_batch=5)
+    second = sample_trees(velocity, roots[1:], prompt[1:], sigmas, 1, 2, 3, 0.7, gens(11), max_batch=5)
+    torch.testing.assert_close(both.leaf_latents, torch.cat([first.leaf_latents, second.leaf_latents]), rtol=0, atol=0)
+    assert not torch.equal(first.leaf_latents, second.leaf_latents)  # the two trees did draw different noise
+    with pytest.raises(ValueError, match="3 generators for 2 roots"):
+        sample_trees(velocity, roots, prompt, sigmas, 1, 2, 3, 0.7, gens(1, 2, 3), max_batch=5)

@@ -42,6 +42,8 @@ from treegrpo.core.sde import child_log_probs, ode_step, sde_moments, standard_n
 from treegrpo.core.window import derive_seed
 
 VelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+# the children's noise: one generator for the whole frontier, or one per root (batch- and rank-invariant)
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 __all__ = [
     "TreeSamples", "VelocityFn", "child_log_probs", "edge_advantages", "eff_group", "eff_steps", "root_latents",
@@ -191,9 +193,18 @@ class _Level(NamedTuple):
     log_prob: Tensor  # (n, k)
 
 
+def _draw_eps(shape: tuple[int, ...], generator: Generators, device: torch.device) -> Tensor:
+    """eps for the frontier: from one generator, or one generator per root (each root's nodes are a contiguous
+    block of the frontier, so a tree's noise does not depend on which other trees share the batch or rank)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return standard_normal(shape, generator, device)
+    per_root = shape[0] // len(generator)
+    return torch.cat([standard_normal((per_root, *shape[1:]), g, device) for g in generator])  # shape
+
+
 def _branch(
     latents: Tensor, velocity: Tensor, prompt: Tensor, sigmas: Tensor, step: int, branching: int,
-    noise_level: float, generator: torch.Generator | None,
+    noise_level: float, generator: Generators,
 ) -> _Level:
     """k children per frontier node from its one step Gaussian (one mean, k independent eps)."""
     mean, std = sde_moments(latents, velocity, sigmas, step, noise_level)  # (n, C, H, W), (n, 1, 1, 1)
@@ -201,7 +212,7 @@ def _branch(
     if noise_level == 0:
         children = mean.unsqueeze(1).expand(n, branching, *mean.shape[1:]).clone()  # (n, k, C, H, W)
     else:
-        eps = standard_normal((n, branching, *mean.shape[1:]), generator, mean.device)  # (n, k, C, H, W)
+        eps = _draw_eps((n, branching, *mean.shape[1:]), generator, mean.device)  # (n, k, C, H, W)
         children = mean.unsqueeze(1) + std.unsqueeze(1) * eps  # (n, k, C, H, W)
     steps = torch.full((n,), step, dtype=torch.long, device=latents.device)  # (n,)
     return _Level(latents, steps, prompt, children, child_log_probs(mean, std, children))
@@ -247,7 +258,7 @@ def sample_trees(
     depth: int,
     branching: int,
     noise_level: float,
-    generator: torch.Generator | None,
+    generator: Generators,
     max_batch: int,
 ) -> TreeSamples:
     """Grow R trees together, the whole frontier batched through `velocity_fn` at every step (no gradients).
@@ -261,7 +272,8 @@ def sample_trees(
         depth: d >= 1.
         branching: k >= 1.
         noise_level: a, the SDE noise level inside the window (0: all k children coincide).
-        generator: source of the children's eps (drawn once per window step, in node order).
+        generator: source of the children's eps: one generator (drawn once per window step, in node order), or a
+            sequence of R generators, one per root, so a tree's samples do not depend on the rest of the batch.
         max_batch: at most this many nodes per velocity_fn call.
 
     Returns:
@@ -271,6 +283,8 @@ def sample_trees(
     check_tree_shape(num_steps, branching, depth, window_start)
     if max_batch < 1:
         raise ValueError(f"max_batch={max_batch}: must be >= 1 (frontier nodes per velocity_fn call)")
+    if generator is not None and not isinstance(generator, torch.Generator) and len(generator) != len(root_latents):
+        raise ValueError(f"{len(generator)} generators for {len(root_latents)} roots: give one per root, or one")
     latents = root_latents.to(torch.float32, copy=True)  # (n, C, H, W) the frontier, n = R before the window
     prompt = root_prompt.to(device=latents.device, dtype=torch.long)  # (n,)
     levels: list[_Level] = []
