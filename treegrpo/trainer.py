@@ -26,12 +26,13 @@ import torch
 from torch import Tensor
 
 from treegrpo import checkpoint as ckpt
+from treegrpo.algorithms import Shape, iteration_shape
 from treegrpo.config import Params, to_dict
 from treegrpo.core.advantages import grouped_leaf_advantages
 from treegrpo.core.loss import grpo_loss, kl_to_reference
 from treegrpo.core.sde import child_log_probs, sde_moments
-from treegrpo.core.tree import TreeSamples, edge_advantages, eff_group, eff_steps, root_latents, sample_trees
-from treegrpo.core.window import WindowSchedule, choose_window_start, derive_seed, observe_reward
+from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
+from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
 from treegrpo.errors import UserError
 from treegrpo.metrics import MetricsWriter, Timer, peak_memory_mb
 
@@ -169,8 +170,9 @@ class TreeGRPOTrainer:
         timer = Timer(self.accelerator.device)
         batch_keys = self.prompt_batch(it)
         prompts = [self.prompts[k] for k in batch_keys]
+        shape, self.state["window"] = iteration_shape(self.params, it, self.schedule, self.state["window"])
         with timer("time_sampling"):
-            samples, velocity = self.sample_trees(it, batch_keys, prompts)
+            samples, velocity = self.sample_trees(it, batch_keys, prompts, shape)
         from treegrpo.models.sd3 import decode
 
         with timer("time_decoding"):
@@ -178,16 +180,16 @@ class TreeGRPOTrainer:
         with timer("time_reward"):
             rewards = self.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, L)
         stats = self.reward_stats(rewards)
-        edge_adv = self.advantages(samples, rewards)  # (P, k)
+        edge_adv = self.advantages(samples, rewards, shape.normalization)  # (P, k)
         bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
                    and torch.isfinite(samples.child_log_prob).all())
         with timer("time_training"):
             train_stats = self.skip_step("non-finite reward, advantage or log-prob") if bad else \
-                self.policy_step(it, samples, edge_adv, velocity)
+                self.policy_step(it, samples, edge_adv, velocity, shape.trained_levels)
         self.state["window"] = observe_reward(self.schedule, self.state["window"], stats["reward_mean"])
-        k, d, trees = samples.branching, samples.depth, self.params.sampler.trees_per_prompt
+        trained = int(torch.isin(samples.parent_level, torch.tensor(shape.trained_levels)).sum())
         return {**stats, **train_stats, **timer.totals, "nfe": float(velocity.calls), "images": float(len(images)),
-                "eff_group": float(eff_group(k, d, trees)), "eff_steps": float(eff_steps(k, d, trees)),
+                "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
                 "window_start": float(samples.window_start), "peak_memory_mb": peak_memory_mb(),
                 "skipped_steps": float(self.state["skipped_steps"])}
 
@@ -203,24 +205,27 @@ class TreeGRPOTrainer:
         return order[: t.prompts_per_iteration].tolist()[acc.process_index :: acc.num_processes]
 
     # ---------------------------------------------------------------- sample
-    def sample_trees(self, it: int, batch_keys: list[int], prompts: list[str]):
-        """Grow this rank's trees with the frontier batched; returns (TreeSamples, the velocity fn used)."""
+    def sample_trees(self, it: int, batch_keys: list[int], prompts: list[str], shape: Shape):
+        """Grow this rank's trees (or trajectories: k = 1) with the frontier batched; returns
+        (TreeSamples, the velocity fn used)."""
         from treegrpo.models.sd3 import CfgVelocity, encode_prompts
 
         s, p, acc = self.params.sampler, self.params, self.accelerator
         embeds = encode_prompts(self.pipe, prompts, acc.device, p.model.max_sequence_length)
         model = acc.unwrap_model(self.model)
         velocity = CfgVelocity(model, embeds, self.sigmas, s.guidance_scale, self.dtype)
-        start, self.state["window"] = choose_window_start(self.schedule, it, self.state["window"])
-        roots, root_prompt = root_latents(batch_keys, s.trees_per_prompt, self.latent_shape, p.train.seed, it,
-                                          device=acc.device)
+        trees = shape.trees_per_prompt
+        roots, root_prompt = root_latents(batch_keys, 1 if shape.shared_noise else trees, self.latent_shape,
+                                          p.train.seed, it, device=acc.device)
+        if shape.shared_noise:  # GRPO's option: every trajectory of a prompt starts from the same noise
+            roots, root_prompt = roots.repeat_interleave(trees, 0), root_prompt.repeat_interleave(trees)
         # one generator per tree, seeded by (seed, iteration, prompt, tree): the same noise on any number of ranks
         gen = [torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, key, tree))
-               for key in batch_keys for tree in range(s.trees_per_prompt)]
+               for key in batch_keys for tree in range(trees)]
         model.eval()
         with torch.no_grad(), acc.autocast():
-            samples = sample_trees(velocity, roots, root_prompt, self.sigmas, start, s.depth, s.branching,
-                                   s.noise_level, gen, s.max_batch)
+            samples = sample_trees(velocity, roots, root_prompt, self.sigmas, shape.window_start, shape.depth,
+                                   shape.branching, s.noise_level, gen, s.max_batch)
         return samples, velocity
 
     # ---------------------------------------------------------------- score
@@ -246,17 +251,21 @@ class TreeGRPOTrainer:
         return stats
 
     # ---------------------------------------------------------------- advantages
-    def advantages(self, samples: TreeSamples, rewards: Tensor) -> Tensor:
-        """(P, k) edge advantages: per-prompt, per-reward z-scores of the leaves, weighted, backed up the trees."""
+    def advantages(self, samples: TreeSamples, rewards: Tensor, normalization: str = "prompt") -> Tensor:
+        """(P, k) edge advantages: per-reward z-scores of the leaves within each prompt's group (or the whole batch:
+        DDPO's option), weighted, backed up the trees."""
         t = self.params.train
         weights = torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=rewards.device)
-        leaf = grouped_leaf_advantages(rewards, samples.leaf_prompt.to(rewards.device), weights,
-                                       clip=t.adv_clip_max)  # (L,)
+        group = samples.leaf_prompt.to(rewards.device)  # (L,)
+        if normalization == "batch":
+            group = torch.zeros_like(group)
+        leaf = grouped_leaf_advantages(rewards, group, weights, clip=t.adv_clip_max)  # (L,)
         return edge_advantages(samples, leaf, mode=t.backup, temperature=t.temperature)  # (P, k)
 
     # ---------------------------------------------------------------- update
-    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity) -> dict[str, float]:
-        """`inner_epochs` passes over the shuffled window parents; one forward with gradients per parent serves
+    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity,
+                    trained_levels: tuple[int, ...]) -> dict[str, float]:
+        """`inner_epochs` passes over the shuffled trained parents; one forward with gradients per parent serves
         its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step."""
         from treegrpo.models.sd3 import CfgVelocity
 
@@ -265,12 +274,14 @@ class TreeGRPOTrainer:
         old = samples.child_log_prob
         if t.recompute_old_log_prob:
             old = self.recompute_log_probs(samples, train_velocity)
-        num_parents = samples.num_parents
+        rows = torch.isin(samples.parent_level, torch.tensor(trained_levels, device=samples.parent_level.device))
+        trained = rows.nonzero().flatten()  # (P_t,) the parents this iteration trains
+        num_parents = len(trained)
         log_ratios, clip_fracs, kls, losses, grad_norms, first_dev = [], [], [], [], [], 0.0
         self.model.train()
         for epoch in range(t.inner_epochs):
             gen = torch.Generator().manual_seed(derive_seed("shuffle", t.seed, it, epoch))
-            chunks = torch.randperm(num_parents, generator=gen).split(t.micro_batch)
+            chunks = trained[torch.randperm(num_parents, generator=gen)].split(t.micro_batch)
             for j, idx in enumerate(chunks):
                 idx = idx.to(samples.parent_latents.device)
                 out, kl = self.edge_loss(samples, idx, edge_adv, old, train_velocity)
@@ -300,7 +311,8 @@ class TreeGRPOTrainer:
         return {"loss": sum(losses) / t.inner_epochs, "grad_norm": sum(grad_norms) / len(grad_norms),
                 "ratio_min": ratio.min().item(), "ratio_mean": ratio.mean().item(), "ratio_max": ratio.max().item(),
                 "first_step_ratio_dev": first_dev, "clip_fraction": sum(clip_fracs) / len(clip_fracs),
-                "approx_kl": sum(kls) / len(kls), "edges_trained": float(old.numel()),
+                "approx_kl": sum(kls) / len(kls), "edges_trained": float(num_parents * old.shape[1]),
+                "backward_passes": float(len(log_ratios)),
                 "parents_trained": float(num_parents)}
 
     def edge_loss(self, samples: TreeSamples, idx: Tensor, edge_adv: Tensor, old: Tensor, velocity):

@@ -95,3 +95,33 @@ def test_training_on_jpeg_compressibility_makes_images_more_compressible(tiny_pi
     tr.train()
     after = score()
     assert after - before > 0.05, (before, after)  # kB saved per 64x64 image; noise across runs is ~0.01
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "mixgrpo", "ddpo"])
+def test_baselines_run_in_the_same_trainer_and_count_their_work(tiny_pipeline_dir, tmp_path, algorithm):
+    tr = _trainer(tiny_pipeline_dir, tmp_path, {"jpeg_compressibility": JpegCompressibility()},
+                  train__iterations=1, train__prompts_per_iteration=2, train__algorithm=algorithm,
+                  baselines__group_size=4, baselines__timestep_fraction=0.5, baselines__mix_window=3)
+    last = tr.train()
+    # k = 1: every step evaluates each of the G trajectories once (2 prompts x 4 trajectories x 10 steps)
+    assert last["nfe"] == 2 * 4 * 10 and last["images"] == 8 and last["eff_group"] == 4
+    trained_steps = {"grpo": 5, "ddpo": 5, "mixgrpo": 3}[algorithm]  # ceil(0.5 * 9) or the whole 3-step window
+    assert last["parents_trained"] == 8 * trained_steps and last["edges_trained"] == 8 * trained_steps
+    assert last["first_step_ratio_dev"] < 1e-5
+
+
+def test_grpo_edges_carry_their_trajectory_advantage_and_ddpo_normalises_over_the_batch(tiny_pipeline_dir, tmp_path):
+    from treegrpo.core.tree import sample_trees
+
+    tr = _trainer(tiny_pipeline_dir, tmp_path, {"jpeg_compressibility": JpegCompressibility()})
+    roots = torch.randn(4, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    samples = sample_trees(lambda x, t, p: -x, roots, torch.tensor([0, 0, 1, 1]), torch.linspace(1, 0, 11), 0, 9, 1,
+                           0.7, torch.Generator().manual_seed(1), max_batch=8)
+    rewards = torch.tensor([[1.0, 3.0, 10.0, 30.0]])  # (R=1, L=4): prompt 0 has leaves 0, 1; prompt 1 has 2, 3
+    per_prompt = tr.advantages(samples, rewards, "prompt")  # (P, 1)
+    # population z-scores within each prompt: (1, 3) -> (-1, 1) and (10, 30) -> (-1, 1)
+    leaf_of_row = torch.arange(samples.num_parents) % 4  # k = 1: each level holds the 4 trajectories in order
+    torch.testing.assert_close(per_prompt[:, 0], torch.tensor([-1.0, 1.0, -1.0, 1.0])[leaf_of_row])
+    batch = tr.advantages(samples, rewards, "batch")
+    z = (rewards[0] - rewards[0].mean()) / rewards[0].std(unbiased=False)  # over all 4 leaves
+    torch.testing.assert_close(batch[:, 0], z[leaf_of_row], rtol=1e-5, atol=1e-6)

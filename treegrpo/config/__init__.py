@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from treegrpo.config.base import ParamsError, build, check, to_dict
+from treegrpo.config.baselines import BaselineParams
 from treegrpo.config.data import DataParams
 from treegrpo.config.eval import EvalParams
 from treegrpo.config.model import LoraParams, ModelParams, TinyModelParams
@@ -21,7 +22,7 @@ from treegrpo.config.sampler import SamplerParams, WindowParams
 from treegrpo.config.train import TrainParams
 
 __all__ = [
-    "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams",
+    "BaselineParams", "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams",
     "SamplerParams", "TinyModelParams", "TrainParams", "WindowParams", "build", "check", "load_params", "to_dict",
 ]
 
@@ -36,6 +37,7 @@ class Params:
     sampler: SamplerParams
     reward: RewardParams
     train: TrainParams
+    baselines: BaselineParams
     data: DataParams
     eval: EvalParams
 

@@ -109,7 +109,8 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
         an instance of `cls`; its `__post_init__` has run its range checks.
     """
     if not isinstance(mapping, dict):
-        raise ParamsError(f"{where or 'the file'}: expected a mapping of keys, got {type(mapping).__name__} {mapping!r}")
+        got = f"{type(mapping).__name__} {mapping!r}"
+        raise ParamsError(f"{where or 'the file'}: expected a mapping of keys, got {got}")
     def key(name: str) -> str:
         return f"{where}.{name}" if where else name
 

@@ -10,7 +10,7 @@ from treegrpo.config.base import check
 
 @dataclass(frozen=True)
 class TrainParams:
-    algorithm: Literal["treegrpo"]
+    algorithm: Literal["treegrpo", "grpo", "mixgrpo", "ddpo"]
     seed: int
     iterations: int
     prompts_per_iteration: int
@@ -39,7 +39,8 @@ class TrainParams:
               "must be >= 1")
         check(self.inner_epochs >= 1, "train.inner_epochs", self.inner_epochs, "must be >= 1")
         check(self.micro_batch >= 1, "train.micro_batch", self.micro_batch, "must be >= 1 (parents per micro-batch)")
-        check(0 < self.learning_rate <= 1.0, "train.learning_rate", self.learning_rate, "must be in (0, 1] (paper: 1e-5)")
+        check(0 < self.learning_rate <= 1.0, "train.learning_rate", self.learning_rate,
+              "must be in (0, 1] (paper: 1e-5)")
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0 (paper: 0.01)")
         check(self.max_grad_norm > 0, "train.max_grad_norm", self.max_grad_norm, "must be > 0")
         check(0 < self.clip_range < 1, "train.clip_range", self.clip_range, "must be in (0, 1) (peers: 1e-4)")
