@@ -187,7 +187,7 @@ class TreeGRPOTrainer:
             train_stats = self.skip_step("non-finite reward, advantage or log-prob") if bad else \
                 self.policy_step(it, samples, edge_adv, velocity, shape.trained_levels)
         self.state["window"] = observe_reward(self.schedule, self.state["window"], stats["reward_mean"])
-        trained = int(torch.isin(samples.parent_level, torch.tensor(shape.trained_levels)).sum())
+        trained = int(self.trained_rows(samples, shape.trained_levels).sum())
         return {**stats, **train_stats, **timer.totals, "nfe": float(velocity.calls), "images": float(len(images)),
                 "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
                 "window_start": float(samples.window_start), "peak_memory_mb": peak_memory_mb(),
@@ -274,8 +274,7 @@ class TreeGRPOTrainer:
         old = samples.child_log_prob
         if t.recompute_old_log_prob:
             old = self.recompute_log_probs(samples, train_velocity)
-        rows = torch.isin(samples.parent_level, torch.tensor(trained_levels, device=samples.parent_level.device))
-        trained = rows.nonzero().flatten()  # (P_t,) the parents this iteration trains
+        trained = self.trained_rows(samples, trained_levels).nonzero().flatten()  # (P_t,) parents trained now
         num_parents = len(trained)
         log_ratios, clip_fracs, kls, losses, grad_norms, first_dev = [], [], [], [], [], 0.0
         self.model.train()
@@ -314,6 +313,12 @@ class TreeGRPOTrainer:
                 "approx_kl": sum(kls) / len(kls), "edges_trained": float(num_parents * old.shape[1]),
                 "backward_passes": float(len(log_ratios)),
                 "parents_trained": float(num_parents)}
+
+    @staticmethod
+    def trained_rows(samples: TreeSamples, trained_levels: tuple[int, ...]) -> Tensor:
+        """(P,) bool: the parents on the window levels this iteration trains."""
+        levels = torch.tensor(trained_levels, device=samples.parent_level.device)
+        return torch.isin(samples.parent_level, levels)
 
     def edge_loss(self, samples: TreeSamples, idx: Tensor, edge_adv: Tensor, old: Tensor, velocity):
         """GRPO loss (and KL to the reference) of the child edges of parents `idx`: one forward for all k."""
