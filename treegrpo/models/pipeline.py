@@ -11,20 +11,12 @@ from pathlib import Path
 import torch
 
 from treegrpo.config import ModelParams
+from treegrpo.devices import resolve_device
 from treegrpo.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU; an explicit CUDA device without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"model.device={device!r}: no CUDA device is visible here; use 'auto' or 'cpu'")
-    return torch.device(device)
 
 
 def _looks_like_path(source: str) -> bool:

@@ -60,15 +60,6 @@ def to_pil_images(images: Images) -> list[Image.Image]:
     return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` is CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"reward.device={device!r}: no CUDA device is visible here; use 'auto' or 'cpu'")
-    return torch.device(device)
-
-
 def autocast(device: torch.device, dtype: str):
     """Mixed precision for the reward model's forward when `dtype` is not float32 (scores are upcast after)."""
     if dtype == "float32":

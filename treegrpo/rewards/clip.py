@@ -24,13 +24,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from treegrpo.devices import resolve_device
 from treegrpo.errors import UserError
 from treegrpo.rewards.base import (
     Images,
     LazyModelReward,
     autocast,
     check_batch,
-    resolve_device,
     resolve_file,
     to_pil_images,
 )
@@ -76,7 +76,7 @@ def load_open_clip(model: str, checkpoint: str, device: str, where: str, hint: s
 
     arch = open_clip_arch(model, f"{where}.model")
     path = resolve_file(checkpoint, f"{where}.checkpoint", hint)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "reward.device")
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)  # open_clip narrates every step at INFO on the root logger
     try:

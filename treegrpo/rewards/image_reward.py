@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from treegrpo.devices import resolve_device
 from treegrpo.errors import UserError
 from treegrpo.rewards import imagereward_compat as compat
 from treegrpo.rewards.base import (
     Images,
     LazyModelReward,
     check_batch,
-    resolve_device,
     resolve_file,
     to_pil_images,
 )
@@ -74,7 +74,7 @@ class ImageRewardReward(LazyModelReward):
 
     def _load(self):
         files = {key: resolve_file(getattr(self, key), f"{SECTION}.{key}", hint) for key, hint in HINTS.items()}
-        dev = resolve_device(self.device)
+        dev = resolve_device(self.device, "reward.device")
         model = load_image_reward(files["checkpoint"], files["med_config"], files["bert_vocab"], self.vit, dev)
         log.info("%s: loaded ImageReward from %s on %s", SECTION, files["checkpoint"], dev)
         return model
