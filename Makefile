@@ -8,7 +8,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint mlflow-ui gpu-worker
 setup:
 	@scripts/setup.sh
 
@@ -22,3 +22,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check treegrpo flows tests
+
+# The MLflow UI on the local store (tracking.uri's default): runs, the registry, aliases.
+mlflow-ui: setup
+	mkdir -p mlruns && $(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+# A GPU host in one command: Prefect server (background), the process pool `gpu`, the deployment, a worker.
+gpu-worker: setup
+	scripts/prefect_gpu.sh up

@@ -1,6 +1,7 @@
 """Shared test setup: no hub calls (a hidden download fails fast instead of hanging), few threads, tiny models."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -9,6 +10,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# runs that tests start log to a throwaway store, never to the repository's mlruns/
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='treegrpo-mlflow-')}/mlflow.db")
 
 from pathlib import Path  # noqa: E402
 

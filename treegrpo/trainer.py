@@ -41,6 +41,8 @@ Reward = Callable[[Tensor, list[str]], Tensor]
 LogFn = Callable[[dict[str, float], int], None]
 # keys whose change does not invalidate a checkpoint (how long to train and how often to save)
 _RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "output_dir"}
+# the sections that change what training computes (data is the prompt list, passed in; eval/tracking don't matter)
+_TRAINING_SECTIONS = {"model", "lora", "sampler", "reward", "train", "baselines"}
 
 
 class TrainingError(RuntimeError):
@@ -49,7 +51,7 @@ class TrainingError(RuntimeError):
 
 def params_fingerprint(params: Params) -> str:
     """A hash of every parameter that changes what training computes."""
-    plain = to_dict(params)
+    plain = {k: v for k, v in to_dict(params).items() if k in _TRAINING_SECTIONS}
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in _RESUMABLE_CHANGES}
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 

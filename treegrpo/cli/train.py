@@ -15,8 +15,9 @@ def add_parser(sub) -> None:
         "train",
         help="train the LoRA with TreeGRPO (resumes from the newest checkpoint after a crash)",
         description="Train a LoRA on the transformer with TreeGRPO on {data.validated_dir}/train.parquet, scored by "
-        "reward.weights. Writes {train.output_dir}/lora (diffusers LoRA format), metrics.json, history.json and "
-        "checkpoints/; started again with the same params it resumes from the newest complete checkpoint. "
+        "reward.weights. Writes {train.output_dir}/lora (diffusers LoRA format), metrics.json, history.json, "
+        "checkpoints/ and mlflow_run.json (the MLflow run, in tracking.uri, that every iteration is logged to); "
+        "started again with the same params it resumes from the newest complete checkpoint (and its MLflow run). "
         "Multi-GPU: `accelerate launch -m treegrpo train`.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -40,17 +41,22 @@ def read_train_prompts(validated_dir: str, override: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.rewards.registry import build_rewards
+    from treegrpo.tracking import training_run
     from treegrpo.trainer import TreeGRPOTrainer
 
     params = load_params(args.params)
     prompts = read_train_prompts(params.data.validated_dir, args.prompts)
     rewards = build_rewards(params.reward)
 
-    def log_fn(metrics: dict[str, float], iteration: int) -> None:
-        log.info("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+    # the MLflow run (main process only); the trainer sees nothing but log_fn
+    with training_run(params) as mlflow_log:
+        def log_fn(metrics: dict[str, float], iteration: int) -> None:
+            log.info("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+            if mlflow_log is not None:
+                mlflow_log(metrics, iteration)
 
-    trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn)
-    last = trainer.train()
+        trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn)
+        last = trainer.train()
     print(f"trained {params.train.iterations} iterations; reward_mean {last.get('reward_mean', float('nan')):.4f}; "
           f"LoRA at {Path(params.train.output_dir) / 'lora'}")
     return 0

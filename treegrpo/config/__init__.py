@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from treegrpo.config.base import ParamsError, build, check, to_dict
 from treegrpo.config.baselines import BaselineParams
 from treegrpo.config.data import DataParams
@@ -19,11 +17,13 @@ from treegrpo.config.eval import EvalParams
 from treegrpo.config.model import LoraParams, ModelParams, TinyModelParams
 from treegrpo.config.reward import RewardParams
 from treegrpo.config.sampler import SamplerParams, WindowParams
+from treegrpo.config.tracking import TrackingParams
 from treegrpo.config.train import TrainParams
 
 __all__ = [
     "BaselineParams", "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams",
-    "SamplerParams", "TinyModelParams", "TrainParams", "WindowParams", "build", "check", "load_params", "to_dict",
+    "SamplerParams", "TinyModelParams", "TrackingParams", "TrainParams", "WindowParams", "build", "check",
+    "load_params", "to_dict",
 ]
 
 
@@ -40,6 +40,7 @@ class Params:
     baselines: BaselineParams
     data: DataParams
     eval: EvalParams
+    tracking: TrackingParams
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -63,8 +64,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file; run from the repository root or pass --params PATH")
+    return parse_params(read_yaml(path.read_text(), str(path)), str(path))
+
+
+def read_yaml(text: str, source: str = "params.yaml") -> Any:
+    """Parse params.yaml as YAML 1.2, the way DVC reads and rewrites it: `dvc exp run -S` writes `no` unquoted,
+    which YAML 1.1 (PyYAML) would read as false."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({err})") from None
-    return parse_params(raw, str(path))
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        raise ParamsError(f"{source}: not valid YAML ({err})") from None

@@ -1,0 +1,127 @@
+"""The benchmark harness's bookkeeping on the tiny pipeline: what it counts, what it writes (no timing assertions)."""
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO
+from treegrpo.bench.ablations import run_ablation
+from treegrpo.bench.harness import BenchSetup, bench_params, measure_cost
+from treegrpo.bench.learning import summarise, train_for_budget
+from treegrpo.bench.report import targets, write_outputs
+from treegrpo.core.tree import tree_nfe
+
+pytestmark = pytest.mark.integration
+PROMPTS = ["a red car", "a blue boat", "a green tree", "a yellow flower"]
+# a small tree keeps each iteration quick: k = d = 2, one tree, so G = 4 trajectories for the baselines
+SMALL_TREE = {"sampler.branching": 2, "sampler.depth": 2, "sampler.trees_per_prompt": 1}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_pipeline_dir):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    threads = torch.get_num_threads()
+    yield BenchSetup("tiny", tiny_pipeline_dir, base, device="cpu", prompts_per_iteration=1, overrides=SMALL_TREE,
+                     threads=1)  # one thread: quick on a CPU shared with other work
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cost(setup, tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    return {algo: measure_cost(setup, algo, PROMPTS, iterations=1, warmup=0, limit_repeats=1, work_dir=work,
+                               overrides=over)
+            for algo, over in (("treegrpo", {"sampler.window.start": 2}), ("grpo", {}))}
+
+
+def test_baselines_get_the_same_images_per_prompt(setup, tmp_path):
+    params = bench_params(setup, "grpo", tmp_path)
+    assert params.baselines.group_size == 4  # k^d * T = 2^2 * 1
+    assert params.train.algorithm == "grpo" and params.reward.weights == {"jpeg_compressibility": 1.0}
+
+
+def test_treegrpo_counts_match_spec_formula(cost):
+    r = cost["treegrpo"]
+    m = r["median"]
+    # SPEC §4: s + (1 + k) + k^d (N - s - d) = 2 + 3 + 4 * 6 = 29 evaluations, counted by the hooks
+    assert m["nfe_counted"] == m["nfe_trainer"] == m["nfe_expected"] == tree_nfe(10, 2, 2, 2) == 29
+    # one forward with gradients per window parent: 1 + k = 3
+    assert m["grad_forwards"] == m["parents_trained"] == 3 and m["edges_trained"] == 6
+    assert m["images"] == m["eff_group"] == 4 and m["eff_steps"] == 3 and m["window_start"] == 2
+    # 2 ODE steps on the root, window steps at 1 then 2 nodes, 6 suffix steps on the 4 leaves
+    assert r["batch_histogram"] == {1: 3, 2: 1, 4: 6} and m["transformer_calls"] == 10
+    assert m["extra_forwards"] == 0  # no recomputation, no KL reference pass with the defaults
+    assert r["sampler_limit_s"] > 0 and r["sampler_ratio"] > 0 and m["peak_memory_mb"] > 0
+
+
+def test_grpo_counts_every_step_and_trains_a_fraction(cost):
+    m = cost["grpo"]["median"]
+    # G = 4 trajectories, all N = 10 steps each: G * N; trained: ceil(0.6 * (N - 1)) = 6 SDE steps per trajectory
+    assert m["nfe_counted"] == m["nfe_trainer"] == m["nfe_expected"] == 4 * 10
+    assert m["grad_forwards"] == m["parents_trained"] == math.ceil(0.6 * 9) * 4 == 24
+    assert m["images"] == 4 and m["eff_steps"] == 24
+
+
+def test_report_has_the_ratio_to_grpo_and_writes_its_files(cost, tmp_path):
+    tree, grpo = cost["treegrpo"]["median"], cost["grpo"]["median"]
+    part = {"size": "tiny", "device": {"device": "cpu", "cpu": "test", "cpu_cores": 2, "torch_threads": 2,
+                                       "torch": "x"},
+            "command": "treegrpo bench --size tiny", "iterations": 1, "warmup": 0,
+            "results": [cost["treegrpo"], cost["grpo"]]}
+    written = write_outputs({"cost": part}, tmp_path)
+    assert {p.name for p in written} == {"results.json", "metrics.json", "report.md"}
+    report = (tmp_path / "report.md").read_text()
+    speedup = grpo["time_iteration"] / tree["time_iteration"]
+    assert f"| {speedup:.2f}× /" in report and "| 1.00× / 1.00× |" in report  # wall / CPU time
+    assert "29 (29)" in report and "40 (40)" in report and "treegrpo bench --size tiny" in report
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["cost.treegrpo.nfe"] == 29 and metrics["target.speedup"] == pytest.approx(speedup)
+    assert json.loads((tmp_path / "results.json").read_text())["cost"]["results"][1]["algorithm"] == "grpo"
+
+
+def test_learning_runs_evaluate_and_plot(setup, tmp_path):
+    setup.apply_threads()
+    runs = [train_for_budget(setup, algo, 0, PROMPTS, PROMPTS[:2], budget_s=1e-3, eval_points=1, noises=1,
+                             work_dir=tmp_path) for algo in ("treegrpo", "grpo")]
+    for run in runs:  # a tiny budget: one iteration, evaluated before and after
+        assert run["iterations"] == 1 and [p["iteration"] for p in run["points"]] == [0, 1]
+        assert run["points"][1]["images"] == 4 and run["points"][1]["time"] > 0
+    summary = summarise(runs)
+    assert summary["grpo"]["time_to_baseline_final"] is not None  # GRPO reaches its own final by its end
+    learning = {"size": "tiny", "device": {"device": "cpu", "cpu": "test"}, "command": "c", "budget_s": 1e-3,
+                "seeds": [0], "eval_prompts": 2, "noises": 1, "reward": "jpeg_compressibility", "runs": runs,
+                "summary": summary}
+    names = {p.name for p in write_outputs({"learning": learning}, tmp_path / "out")}
+    assert {"learning.png", "pareto.png", "curves.json", "report.md"} <= names
+    assert (tmp_path / "out" / "learning.png").stat().st_size > 1000
+
+
+def test_ablation_reports_effgrp_and_effsteps(setup, tmp_path):
+    setup.apply_threads()
+    over = {"sampler.branching": 2, "sampler.depth": 2, "sampler.trees_per_prompt": 2,
+            "sampler.window.strategy": "shifting", "sampler.window.start": 0, "sampler.window.stride": 1,
+            "sampler.window.every": 1}
+    r = run_ablation(setup, "k=2 d=2 T=2 shifting", over, PROMPTS, PROMPTS[:1], iterations=2, noises=1,
+                     work_dir=tmp_path)
+    assert (r["eff_group"], r["eff_steps"]) == (8, 6)  # T k^d = 2 * 4; T (1 + k) = 2 * 3
+    assert r["window_starts"] == [0, 1]  # the shifting window moves one step per iteration
+    assert r["nfe_per_prompt_mean"] == (2 * tree_nfe(10, 2, 2, 0) + 2 * tree_nfe(10, 2, 2, 1)) / 2
+
+
+def test_targets_report_missing_parts_as_not_measured():
+    rows = targets({})
+    assert [r["met"] for r in rows] == [None, None, None, None]
+
+
+def test_bench_is_a_subcommand_with_help(capsys):
+    from treegrpo.cli import make_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        make_parser().parse_args(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--parts", "--size", "--iterations", "--seeds", "--budget", "--out", "--device"):
+        assert option in out

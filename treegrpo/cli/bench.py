@@ -1,0 +1,126 @@
+"""`treegrpo bench`: iteration cost, sampler efficiency, learning efficiency and ablations of TreeGRPO and the
+baselines, on a random-weight model built offline (benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+PARTS = ("cost", "learning", "ablations")
+
+
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark TreeGRPO against GRPO, MixGRPO and DDPO: iteration cost, sampler limit, learning, ablations",
+        description="Measure, on one machine and one random-weight model: (cost) each algorithm's iteration time "
+        "split into sampling/decoding/reward/training, transformer evaluations and forwards with gradients counted by "
+        "hooks, peak memory, and the tree sampler against the same transformer calls on random inputs; (learning) "
+        "held-out reward vs time and images for the same wall-clock budget and seeds; (ablations) tree shapes and "
+        "window placements. Writes results.json, metrics.json, report.md and PNGs to --out.",
+    )
+    p.add_argument("--parts", type=_csv(str), default=list(PARTS), help="comma-separated subset of "
+                   f"{','.join(PARTS)} (default: all)")
+    p.add_argument("--size", choices=["tiny", "small", "sd35m"], default="tiny",
+                   help="tiny (quick), small (~22M transformer, CPU), sd35m (SD3.5-Medium architecture, random "
+                   "weights, 512 px bf16: needs a GPU) (default: tiny)")
+    p.add_argument("--algorithms", type=_csv(str), default=["treegrpo", "grpo", "mixgrpo", "ddpo"],
+                   help="comma-separated (default: treegrpo,grpo,mixgrpo,ddpo)")
+    p.add_argument("--iterations", type=int, default=3, help="cost: measured iterations per algorithm (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="cost: warm-up iterations, not measured (default 1)")
+    p.add_argument("--seeds", type=_csv(int), default=[0, 1], help="learning: seeds (default 0,1)")
+    p.add_argument("--budget", type=float, default=60.0,
+                   help="learning: seconds of training per algorithm and seed (default 60)")
+    p.add_argument("--eval-points", type=int, default=6, help="learning: held-out evaluations per run (default 6)")
+    p.add_argument("--ablation-iterations", type=int, default=6,
+                   help="ablations: iterations per configuration (default 6)")
+    p.add_argument("--prompts-per-iteration", type=int, help="B (default: params.yaml's train.prompts_per_iteration)")
+    p.add_argument("--reward", default="jpeg_compressibility", help="the reward trained and evaluated "
+                   "(default jpeg_compressibility: weight-free, learns on the tiny model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--out", help="results folder (default benchmarks/results/<size>)")
+    p.add_argument("--model-dir", help="the benchmark's pipeline (default models/bench-<size>; built if missing)")
+    p.add_argument("--params", default="params.yaml", help="base params file (default params.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key for every run, e.g. --set sampler.max_batch=32 (YAML value)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's). On a CPU shared with other "
+                   "work 1 can be much faster than 2; the number used is recorded with the device")
+    p.add_argument("--limit-repeats", type=int, default=2, help="cost: timed replays of the bare forwards (default 2)")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="cost: run every algorithm in this process (default: a fresh process each, so peak memory "
+                   "is its own)")
+    p.set_defaults(func=run)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    from treegrpo.errors import UserError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. sampler.max_batch=32")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _check(args: argparse.Namespace) -> None:
+    from treegrpo.bench.harness import ALGORITHMS
+    from treegrpo.errors import UserError
+
+    bad = [p for p in args.parts if p not in PARTS]
+    if bad:
+        raise UserError(f"--parts {','.join(bad)}: unknown; choose from {','.join(PARTS)}")
+    bad = [a for a in args.algorithms if a not in ALGORITHMS]
+    if bad:
+        raise UserError(f"--algorithms {','.join(bad)}: unknown; choose from {','.join(ALGORITHMS)}")
+    if args.iterations < 1 or args.warmup < 0 or args.budget <= 0 or args.ablation_iterations < 1:
+        raise UserError("--iterations and --ablation-iterations must be >= 1, --warmup >= 0, --budget > 0")
+    if args.size == "sd35m" and args.device == "cpu":
+        raise UserError("--size sd35m runs SD3.5-Medium's 2.2B-parameter transformer at 512 px: it needs a GPU "
+                        "(--device cuda); use --size small on the CPU")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from treegrpo.bench import suite
+    from treegrpo.bench.harness import BenchSetup, ensure_model
+    from treegrpo.bench.report import merge, write_outputs
+    from treegrpo.config import load_params
+
+    _check(args)
+    load_params(args.params)  # fails early, with the key named, on a bad params file
+    base = yaml.safe_load(Path(args.params).read_text())
+    model_dir = Path(args.model_dir or f"models/bench-{args.size}")
+    tiny = Path(base["tiny_model"]["path"])
+    ensure_model(args.size, model_dir, tokenizer_dir=tiny if (tiny / "tokenizer").is_dir() else None)
+    setup = BenchSetup(args.size, model_dir, base, args.device, args.reward, args.prompts_per_iteration,
+                       _overrides(args.set), args.threads)
+    setup.apply_threads()
+    out = Path(args.out or f"benchmarks/results/{args.size}")
+    work = Path("outputs/bench/work")
+    train_prompts, eval_prompts = suite.load_prompt_sets(base)
+    parts = {}
+    if "cost" in args.parts:
+        parts["cost"] = suite.run_cost(setup, args.algorithms, train_prompts, args.iterations, args.warmup,
+                                       args.limit_repeats, args.isolate, work)
+    if "learning" in args.parts:
+        parts["learning"] = suite.run_learning(setup, args.algorithms, args.seeds, train_prompts, eval_prompts,
+                                               args.budget, args.eval_points, work_dir=work)
+    if "ablations" in args.parts:
+        parts["ablations"] = suite.run_ablations(setup, train_prompts, eval_prompts, args.ablation_iterations,
+                                                 seed=args.seeds[0], work_dir=work)
+    results = merge(out, {**parts, "title": f"{args.size} model"})
+    written = write_outputs(results, out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    print((out / "report.md").read_text())
+    return 0

@@ -1,0 +1,319 @@
+"""MLflow tracking: one run per training run, fed by the trainer's `log_fn`; the evaluation logged onto it.
+
+The trainer never sees MLflow: `treegrpo train` wraps it in `training_run(params)`, which opens (or, after a crash
+with unchanged params, reopens) the run, logs every params.yaml key flattened (`train.learning_rate`), tags it with
+the git commit, the `dvc.lock` hash and a params hash, and hands back a `MetricLogger` to call from `log_fn`. The run
+id goes to `{train.output_dir}/mlflow_run.json`, where `treegrpo register` finds it to log the evaluation and the
+model. Only the main process (RANK 0 under `accelerate launch`) talks to MLflow.
+
+Nothing here runs at import: the tracking URI is chosen per call (`tracking_uri`), never set globally at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from treegrpo.config import Params, to_dict
+from treegrpo.config.tracking import TrackingParams
+from treegrpo.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+RUN_FILE = "mlflow_run.json"
+REDACTED = "<redacted>"
+
+
+def tracking_uri(params: TrackingParams) -> str:
+    """`MLFLOW_TRACKING_URI` when set (a worker's environment), else `tracking.uri`."""
+    return os.environ.get(ENV_URI) or params.uri
+
+
+def redact(uri: str) -> str:
+    """`uri` without credentials: `postgresql://user:pw@host/db` -> `postgresql://<redacted>@host/db`."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return uri
+    return f"{scheme}://{REDACTED}@{rest.split('@', 1)[1]}"
+
+
+def get_client(params: TrackingParams):
+    """An `MlflowClient` on the tracking URI (also the registry URI). A local SQLite file's folder is created."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(params)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client, name: str) -> str:
+    """The id of experiment `name`, created if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted params.yaml keys -> string values: {"train": {"seed": 42}} -> {"train.seed": "42"}; lists as JSON."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not dotted.endswith("reward.weights"):
+            out.update(flatten(value, dotted + "."))
+        elif isinstance(value, list | tuple | Mapping):
+            out[dotted] = json.dumps(value, sort_keys=True)
+        else:
+            out[dotted] = str(value)
+    return out
+
+
+def flat_params(params: Params) -> dict[str, str]:
+    """Every params.yaml key, flattened; the tracking URI is redacted of credentials (none are logged)."""
+    flat = flatten(to_dict(params))
+    flat["tracking.uri"] = redact(tracking_uri(params.tracking))
+    return flat
+
+
+def params_hash(params: Params) -> str:
+    """A short hash of every section but `tracking` (where results are recorded does not change them)."""
+    plain = {k: v for k, v in to_dict(params).items() if k != "tracking"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def file_md5(path: str | Path) -> str | None:
+    path = Path(path)
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def provenance_tags(params: Params) -> dict[str, str]:
+    """git commit (and whether tracked files differ from it), the dvc.lock hash and the params hash."""
+    tags = {"params_hash": params_hash(params), "dvc_lock_md5": file_md5("dvc.lock") or "none"}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit  # what the MLflow UI shows as the run's source version
+        tags["git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
+    return tags
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of `accelerate launch`/`torchrun` (which set RANK)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+class MetricLogger:
+    """`log_fn(metrics, iteration)` for the trainer: one `log_batch` per iteration, step = iteration.
+
+    A tracking server that stops answering must not stop training: a failed call is logged as a warning and the
+    metrics stay in history.json, from which `treegrpo register` backfills the run.
+    """
+
+    def __init__(self, params: TrackingParams, run_id: str):
+        self.params, self.run_id = params, run_id
+        self._client = None
+        self.failures = 0
+
+    def __call__(self, metrics: Mapping[str, float], iteration: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, iteration) for k, v in metrics.items() if _is_number(v)]
+        try:
+            if self._client is None:
+                self._client = get_client(self.params)
+            self._client.log_batch(self.run_id, metrics=batch)
+        except Exception as err:  # noqa: BLE001 - any tracking failure: keep training, warn
+            self.failures += 1
+            log.warning("MLflow: could not log iteration %d (%s); history.json keeps it", iteration, err)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_run_file(train_dir: str | Path) -> dict[str, str] | None:
+    path = Path(train_dir) / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _reusable_run(client, record: dict | None, flat: dict[str, str]) -> str | None:
+    """The recorded run's id if it exists here, did not finish, and was logged with exactly these params."""
+    from mlflow.exceptions import MlflowException
+
+    if not record:
+        return None
+    try:
+        run = client.get_run(record["run_id"])
+    except MlflowException:
+        return None
+    if run.info.status == "FINISHED" or run.data.params != flat:
+        return None
+    return run.info.run_id
+
+
+def start_run(params: Params, source: str) -> tuple[Any, str]:
+    """A new run in `tracking.experiment` with every param and the provenance tags. Returns (client, run_id)."""
+    from mlflow.entities import Param
+
+    client = get_client(params.tracking)
+    try:
+        exp = experiment_id(client, params.tracking.experiment)
+    except Exception as err:  # noqa: BLE001 - name the store and the fix, whatever the driver raised
+        raise UserError(f"MLflow: cannot use tracking URI {redact(tracking_uri(params.tracking))} ({err}); start the "
+                        f"server, or unset {ENV_URI} to use tracking.uri") from err
+    tags = {**provenance_tags(params), "mlflow.source.name": source, "base_model": params.model.pretrained}
+    run = client.create_run(exp, tags=tags)
+    items = [Param(k, v) for k, v in sorted(flat_params(params).items())]
+    for lo in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run.info.run_id, params=items[lo : lo + 100])
+    return client, run.info.run_id
+
+
+@contextlib.contextmanager
+def training_run(params: Params) -> Iterator[MetricLogger | None]:
+    """The MLflow run of one training run, as a context: yields the trainer's metric logger (None off rank 0).
+
+    Reopens the run recorded in `{train.output_dir}/mlflow_run.json` when it did not finish and its params are the
+    same (a killed `dvc repro` resuming from a checkpoint); otherwise starts a new one. The run ends FINISHED, or
+    FAILED/KILLED with the exception, which propagates.
+    """
+    if not is_main_process():
+        yield None
+        return
+    out_dir = Path(params.train.output_dir)
+    client = get_client(params.tracking)
+    run_id = _reusable_run(client, read_run_file(out_dir), flat_params(params))
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        log.info("MLflow: resuming run %s", run_id)
+    else:
+        client, run_id = start_run(params, "treegrpo train")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run_id, "experiment": params.tracking.experiment,
+              "tracking_uri": redact(tracking_uri(params.tracking))}
+    (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    log.info("MLflow: run %s at %s", run_id, record["tracking_uri"])
+    status = "FAILED"
+    try:
+        yield MetricLogger(params.tracking, run_id)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+
+
+def ensure_run(client, params: Params) -> str:
+    """The training run recorded in `{train.output_dir}/mlflow_run.json`, or, when this store lacks it (outputs
+    restored from a DVC cache, another tracking URI), a new run tagged `restored_outputs`."""
+    from mlflow.exceptions import MlflowException
+
+    record = read_run_file(params.train.output_dir)
+    if record:
+        try:
+            return client.get_run(record["run_id"]).info.run_id
+        except MlflowException:
+            log.warning("MLflow: run %s is not in %s; logging to a new run", record["run_id"],
+                        redact(tracking_uri(params.tracking)))
+    _, run_id = start_run(params, "treegrpo register")
+    client.set_tag(run_id, "restored_outputs", "true")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def backfill_history(client, run_id: str, history: list[dict[str, float]]) -> int:
+    """Log the iterations of history.json the run lacks (the tracking store was down, or a new run).
+
+    Returns:
+        how many iterations were logged.
+    """
+    from mlflow.entities import Metric
+
+    logged = {m.step for m in client.get_metric_history(run_id, "reward_mean")}
+    now = int(time.time() * 1000)
+    missing = [r for r in history if r["iteration"] not in logged]
+    for record in missing:
+        it = int(record["iteration"])
+        batch = [Metric(k, float(v), now, it) for k, v in record.items() if k != "iteration" and _is_number(v)]
+        client.log_batch(run_id, metrics=batch)
+    return len(missing)
+
+
+def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The evaluation's metrics.json flattened for MLflow: `eval.trained.hpsv2.mean`, `eval.delta.hpsv2`, ..."""
+    flat = {}
+    for model in ("base", "trained"):
+        for reward, stat in metrics.get(model, {}).items():
+            for key in ("mean", "sem"):
+                if _is_number(stat.get(key)) and math.isfinite(stat[key]):
+                    flat[f"eval.{model}.{reward}.{key}"] = float(stat[key])
+    for reward, value in metrics.get("delta", {}).items():
+        flat[f"eval.delta.{reward}"] = float(value)
+    return flat
+
+
+def log_outputs(client, run_id: str, params: Params, reward_curve: Path | None) -> None:
+    """The evaluation (metrics, table, grid, scores) and the training history onto the run, as metrics and files."""
+    from mlflow.entities import Metric
+
+    eval_dir, train_dir = Path(params.eval.output_dir), Path(params.train.output_dir)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in eval_metrics(metrics).items()])
+    for name in ("metrics.json", "table.md", "grid.png", "scores.jsonl"):
+        if (eval_dir / name).is_file():
+            client.log_artifact(run_id, str(eval_dir / name), "eval")
+    for name in ("metrics.json", "history.json"):
+        if (train_dir / name).is_file():
+            client.log_artifact(run_id, str(train_dir / name), "train")
+    if reward_curve is not None and reward_curve.is_file():
+        client.log_artifact(run_id, str(reward_curve), "train")
+
+
+def curve_keys(history: list[dict[str, float]]) -> list[str]:
+    """The reward curves to draw: each reward's mean (`reward_<name>_mean`), else the weighted `reward_mean`."""
+    keys = sorted({k for r in history for k in r if k.startswith("reward_") and k.endswith("_mean")} - {"reward_mean"})
+    return keys or ["reward_mean"]
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> Path:
+    """A PNG of the reward curves per iteration, readable offline (`dvc plots show` loads vega from a CDN)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = curve_keys(history)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        points = [(r["iteration"], r[key]) for r in history if _is_number(r.get(key))]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        ax.set_xlabel("iteration")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
