@@ -9,7 +9,6 @@ is exactly what the transformer sees. The tokenizers are copied from the tiny pi
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -104,11 +103,6 @@ def build_sd35m_pipeline(seed: int = 0, tokenizer_dir: str | Path | None = None,
 
 def save_sd35m_pipeline(path: str | Path, seed: int = 0, tokenizer_dir: str | Path | None = None) -> Path:
     """Build it and save it in diffusers format at `path`, atomically (about 5 GB)."""
-    path = Path(path)
-    pipe = build_sd35m_pipeline(seed, tokenizer_dir)
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return path
+    from treegrpo.models.tiny import save_pipeline_atomic
+
+    return save_pipeline_atomic(build_sd35m_pipeline(seed, tokenizer_dir), path)

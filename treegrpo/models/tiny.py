@@ -126,10 +126,14 @@ def build_tiny_pipeline(size: str = "tiny", seed: int = 0):
 
 def save_tiny_pipeline(path: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Build a tiny pipeline and save it in diffusers format (safetensors) at `path`, atomically."""
+    return save_pipeline_atomic(build_tiny_pipeline(size, seed), path)
+
+
+def save_pipeline_atomic(pipe, path: str | Path) -> Path:
+    """Save `pipe` in diffusers format (safetensors) to `path.partial`, then rename: never a half-written folder."""
     import shutil
 
     path = Path(path)
-    pipe = build_tiny_pipeline(size, seed)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
