@@ -2,10 +2,11 @@
 
 Each task runs one stage of dvc.yaml with `dvc repro --single-item STAGE` in the flow's working directory (a clone
 of this repository): the same `treegrpo` command, the same dependency check, the same dvc.lock as `dvc repro`, not a
-second implementation. Tasks pass file paths, never tensors. Retries only where repeating is safe: fetching and
-pushing the DVC cache, ingest (it downloads prompt sets), register (registry calls; the same weights never make a
-second version). Never around training. A Markdown artifact sums up each run: the evaluation table and the
-registered version.
+second implementation. Before training, `treegrpo fetch` downloads the base model and the reward models into the
+Hugging Face cache and loads each once (it writes nothing DVC tracks). Tasks pass file paths, never tensors. Retries
+only where repeating is safe: fetching and pushing the DVC cache, ingest (it downloads prompt sets), fetch (model
+downloads and reward-model loading), register (registry calls; the same weights never make a second version). Never
+around training. A Markdown artifact sums up each run: the evaluation table and the registered version.
 
     prefect deployment run treegrpo/train --param overrides='{"train.iterations": 2}'
 
@@ -32,6 +33,8 @@ from treegrpo.config import Params, load_params, parse_params, read_yaml
 STAGES = ("build_model", "ingest", "validate", "train", "evaluate", "register")
 # retries per stage: idempotent I/O only (ingest downloads, register calls the registry); training never
 RETRIES = {"ingest": 2, "register": 3}
+FETCH_BEFORE = "train"  # the stage whose models `treegrpo fetch` downloads and loads first
+FETCH_RETRIES = 3
 
 
 def _env() -> dict[str, str]:
@@ -61,6 +64,10 @@ def run_command(args: list[str], what: str) -> None:
 
 def _dvc(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "dvc"), *args]
+
+
+def _treegrpo(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "treegrpo"), *args]
 
 
 def set_params(text: str, overrides: dict[str, Any]) -> str:
@@ -103,6 +110,14 @@ def apply_overrides(overrides: dict[str, Any]) -> str:
 def pull_cache() -> None:
     """Fetch what the DVC remote already has, so unchanged stages are restored instead of recomputed."""
     run_command(_dvc("pull", "--allow-missing"), "dvc pull")
+
+
+@task(name="fetch models", retries=FETCH_RETRIES, retry_delay_seconds=30)
+def fetch_models(params_path: str) -> str:
+    """`treegrpo fetch`: the base model and every reward model downloaded (Hugging Face cache) and loaded once, so
+    a flaky hub or file system is retried here, never inside training. Returns the params file's path."""
+    run_command(_treegrpo("fetch", "--params", params_path), "treegrpo fetch")
+    return params_path
 
 
 @task(name="dvc push", retries=2, retry_delay_seconds=10)
@@ -170,7 +185,11 @@ def treegrpo(overrides: dict[str, Any] | None = None, pull: bool = True, push: b
         state = pull_cache(return_state=True)
         if not state.is_completed():
             get_run_logger().warning("dvc pull failed; every stage whose outputs are missing will run")
-    outputs = {stage: stage_task(stage)(stage, params_path) for stage in STAGES}
+    outputs = {}
+    for stage in STAGES:
+        if stage == FETCH_BEFORE:
+            fetch_models(params_path)
+        outputs[stage] = stage_task(stage)(stage, params_path)
     if push:
         push_cache()
     summarize(outputs["register"], outputs["evaluate"], overrides, load_params(params_path).tracking.primary_reward)

@@ -107,27 +107,12 @@ def markdown_table(metrics: Mapping, labels: Mapping[str, str], names: Sequence[
 
 def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: int) -> None:
     """A PNG: one row per prompt (the first `rows`), one column per model, the same seed across a row."""
-    import textwrap
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from treegrpo.grids import save_image_grid
 
     rows = min(rows, len(prompts))
     names = list(columns)
-    fig, axes = plt.subplots(rows, len(names), figsize=(2.2 * len(names) + 2.6, 2.2 * rows), squeeze=False)
-    for r in range(rows):
-        for c, name in enumerate(names):
-            ax = axes[r][c]
-            ax.imshow(columns[name][r].permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=11)
-        axes[r][0].set_ylabel(textwrap.fill(prompts[r], 28), fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_image_grid([[columns[name][r] for name in names] for r in range(rows)], prompts[:rows], path,
+                    column_titles=names)
 
 
 def write_report(out_dir: Path, metrics: Mapping, table: str, images: Mapping[str, Tensor],

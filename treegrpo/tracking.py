@@ -146,6 +146,17 @@ class MetricLogger:
             self.failures += 1
             log.warning("MLflow: could not log iteration %d (%s); history.json keeps it", iteration, err)
 
+    def log_file(self, path: str | Path, iteration: int, folder: str = "samples") -> None:
+        """The trainer's `artifact_fn`: a file written during training (a sample grid) as an artifact in
+        `folder`/. A failure is a warning, like metrics: the file stays in the training output."""
+        try:
+            if self._client is None:
+                self._client = get_client(self.params)
+            self._client.log_artifact(self.run_id, str(path), artifact_path=folder)
+        except Exception as err:  # noqa: BLE001 - any tracking failure: keep training, warn
+            self.failures += 1
+            log.warning("MLflow: could not log %s at iteration %d (%s); it stays on disk", path, iteration, err)
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -34,15 +35,19 @@ from treegrpo.core.sde import child_log_probs, sde_moments
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
 from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
 from treegrpo.errors import UserError
-from treegrpo.metrics import MetricsWriter, Timer, peak_memory_mb
+from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
 
 log = logging.getLogger(__name__)
 Reward = Callable[[Tensor, list[str]], Tensor]
 LogFn = Callable[[dict[str, float], int], None]
 # keys whose change does not invalidate a checkpoint (how long to train and how often to save)
-_RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "output_dir"}
+_RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "sample_every", "output_dir"}
 # the sections that change what training computes (data is the prompt list, passed in; eval/tracking don't matter)
 _TRAINING_SECTIONS = {"model", "lora", "sampler", "reward", "train", "baselines"}
+# the modules that decide what training computes (the train stage's code deps in dvc.yaml)
+_TRAINING_CODE = ("treegrpo.trainer", "treegrpo.algorithms", "treegrpo.core.advantages", "treegrpo.core.loss",
+                  "treegrpo.core.sde", "treegrpo.core.tree", "treegrpo.core.window", "treegrpo.models.sd3",
+                  "treegrpo.models.lora")
 
 
 class TrainingError(RuntimeError):
@@ -50,10 +55,14 @@ class TrainingError(RuntimeError):
 
 
 def params_fingerprint(params: Params) -> str:
-    """A hash of every parameter that changes what training computes."""
+    """A hash of every parameter that changes what training computes, and of the training code (`_TRAINING_CODE`):
+    a checkpoint is resumed only by the same recipe (after a code change `dvc repro` retrains, as its deps say)."""
     plain = {k: v for k, v in to_dict(params).items() if k in _TRAINING_SECTIONS}
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in _RESUMABLE_CHANGES}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
+    for name in _TRAINING_CODE:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class TreeGRPOTrainer:
@@ -65,11 +74,14 @@ class TreeGRPOTrainer:
         rewards: name -> reward callable `(images (N, 3, H, W) in [0, 1], prompts) -> (N,)`, the names and weights
             of `params.reward.weights`.
         log_fn: receives each iteration's figures (main process only).
+        artifact_fn: receives `(path, iteration)` for each file written during training (main process only): the
+            sample grids, every `train.sample_every` iterations.
         accelerator: an `accelerate.Accelerator`; one is made from params when None.
     """
 
     def __init__(self, params: Params, prompts: Sequence[str], rewards: Mapping[str, Reward],
-                 log_fn: LogFn | None = None, accelerator=None):
+                 log_fn: LogFn | None = None, accelerator=None,
+                 artifact_fn: Callable[[Path, int], None] | None = None):
         if not prompts:
             raise UserError("no training prompts: run `treegrpo ingest` and `treegrpo validate` first")
         missing = set(params.reward.weights) - set(rewards)
@@ -78,6 +90,7 @@ class TreeGRPOTrainer:
         self.params, self.prompts, self.rewards = params, list(prompts), dict(rewards)
         self.reward_names = list(params.reward.weights)
         self.log_fn = log_fn or (lambda metrics, it: None)
+        self.artifact_fn = artifact_fn or (lambda path, it: None)
         self.accelerator = accelerator
         self.out = Path(params.train.output_dir)
         t, s = params.train, params.sampler
@@ -118,6 +131,8 @@ class TreeGRPOTrainer:
         self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
         self.start_iteration = self.resume()
         self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, keep_until=self.start_iteration)
+        if acc.is_main_process:  # a DVC output of the train stage, even when no grid is due
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
 
     def resume(self) -> int:
         """Load the newest complete checkpoint made with the same params; return the iteration to start at."""
@@ -130,7 +145,8 @@ class TreeGRPOTrainer:
             return 0
         lora, optim_state, state = ckpt.load_checkpoint(found[-1])
         if state.get("fingerprint") != params_fingerprint(self.params):
-            log.warning("%s was written with different params: starting over (its checkpoints are removed)", root)
+            log.warning("%s was written with different params or training code: starting over (its checkpoints "
+                        "are removed)", root)
             self.accelerator.wait_for_everyone()
             if self.accelerator.is_main_process:
                 for old in found:
@@ -169,7 +185,8 @@ class TreeGRPOTrainer:
 
     def iteration(self, it: int) -> dict[str, float]:
         """One iteration: sample → decode → score → advantages → policy update. Returns its figures."""
-        timer = Timer(self.accelerator.device)
+        timer, memory = Timer(self.accelerator.device), PeakMemory(self.accelerator.device)
+        start_memory = memory.start()
         batch_keys = self.prompt_batch(it)
         prompts = [self.prompts[k] for k in batch_keys]
         shape, self.state["window"] = iteration_shape(self.params, it, self.schedule, self.state["window"])
@@ -182,6 +199,7 @@ class TreeGRPOTrainer:
         with timer("time_reward"):
             rewards = self.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, L)
         stats = self.reward_stats(rewards)
+        self.save_samples(it, images, prompts, samples.leaf_prompt, rewards)
         edge_adv = self.advantages(samples, rewards, shape.normalization)  # (P, k)
         bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
                    and torch.isfinite(samples.child_log_prob).all())
@@ -192,7 +210,8 @@ class TreeGRPOTrainer:
         trained = int(self.trained_rows(samples, shape.trained_levels).sum())
         return {**stats, **train_stats, **timer.totals, "nfe": float(velocity.calls), "images": float(len(images)),
                 "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
-                "window_start": float(samples.window_start), "peak_memory_mb": peak_memory_mb(),
+                "window_start": float(samples.window_start), "peak_memory_mb": memory.read(),
+                "start_memory_mb": start_memory,
                 "skipped_steps": float(self.state["skipped_steps"])}
 
     def prompt_batch(self, it: int) -> list[int]:
@@ -239,6 +258,28 @@ class TreeGRPOTrainer:
                 r = self.rewards[name](images, prompts)
             rows.append(torch.as_tensor(r, dtype=torch.float32).reshape(-1).to(images.device))  # (L,)
         return torch.stack(rows)  # (R, L)
+
+    def save_samples(self, it: int, images: Tensor, prompts: list[str], leaf_prompt: Tensor, rewards: Tensor) -> None:
+        """Every `train.sample_every` iterations (main process): `{output_dir}/samples/iteration_NNNNNN.png`, one
+        row per prompt (at most 4) of 8 of its leaf images spread from best to worst weighted reward, each captioned
+        with its reward; handed to `artifact_fn` (MLflow logs it)."""
+        every = self.params.train.sample_every
+        if not every or (it + 1) % every or not self.accelerator.is_main_process:
+            return
+        from treegrpo.grids import save_image_grid, spread
+
+        weights = torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=rewards.device)
+        score = ((weights @ rewards) / weights.sum()).cpu()  # (L,)
+        owner = leaf_prompt.cpu()
+        cells, captions = [], []
+        for i in range(min(len(prompts), 4)):
+            leaves = torch.nonzero(owner == i).flatten()  # (G,)
+            picks = [int(leaves[j]) for j in spread(score[leaves], 8)]
+            cells.append([images[j].cpu() for j in picks])
+            captions.append([f"{score[j]:.4g}" for j in picks])
+        path = save_image_grid(cells, prompts[: len(cells)], self.out / "samples" / f"iteration_{it + 1:06d}.png",
+                               captions=captions)
+        self.artifact_fn(path, it)
 
     def reward_stats(self, rewards: Tensor) -> dict[str, float]:
         """Mean and std per reward over all ranks' leaves, and the weighted mean (what the window adapts to)."""

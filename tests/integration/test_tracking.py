@@ -128,6 +128,21 @@ def test_a_dead_tracking_server_does_not_stop_training(params, monkeypatch, capl
     assert log_fn.failures == 1 and "history.json keeps it" in caplog.text
 
 
+def test_training_files_become_run_artifacts_and_a_dead_server_only_warns(params, tmp_path, monkeypatch, caplog):
+    grid = tmp_path / "iteration_000010.png"
+    grid.write_bytes(b"png")
+    with tracking.training_run(params) as log_fn:
+        log_fn.log_file(grid, 9)
+    client = tracking.get_client(params.tracking)
+    run_id = tracking.read_run_file(params.train.output_dir)["run_id"]
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/iteration_000010.png"]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = tracking.MetricLogger(dataclasses.replace(params.tracking, uri="http://127.0.0.1:9"), "0" * 32)
+    dead.log_file(grid, 9)
+    assert dead.failures == 1 and "it stays on disk" in caplog.text
+
+
 def test_backfill_logs_only_the_missing_iterations(params):
     client, run_id = tracking.start_run(params, "test")
     client.log_metric(run_id, "reward_mean", 0.0, step=0)

@@ -36,9 +36,43 @@ def test_one_iteration_is_on_policy_and_counts_what_it_did(tiny_pipeline_dir, tm
     history = json.loads((out / "history.json").read_text())
     assert [r["iteration"] for r in history] == [0]
     assert json.loads((out / "metrics.json").read_text())["iterations_done"] == 1
-    for key in ("time_sampling", "time_decoding", "time_reward", "time_training", "peak_memory_mb", "grad_norm",
+    for key in ("time_sampling", "time_decoding", "time_reward", "time_training", "peak_memory_mb",
+                "start_memory_mb", "grad_norm",
                 "clip_fraction", "approx_kl", "ratio_min", "ratio_max", "loss", "reward_jpeg_compressibility_std"):
         assert key in last, key
+
+
+def test_sample_grids_every_sample_every_iterations_go_to_artifact_fn(tiny_pipeline_dir, tmp_path):
+    handed = []
+    params, _ = make_params(tiny_pipeline_dir, tmp_path / "out", reward__weights={"jpeg_compressibility": 1.0},
+                            model__device="cpu", train__iterations=3, train__sample_every=2,
+                            train__prompts_per_iteration=2, sampler__branching=2, sampler__depth=2)
+    TreeGRPOTrainer(params, PROMPTS, {"jpeg_compressibility": JpegCompressibility()},
+                    artifact_fn=lambda path, it: handed.append((path.name, it))).train()
+    assert handed == [("iteration_000002.png", 1)]  # after iterations 2 (not 1 or 3)
+    assert sorted(p.name for p in (tmp_path / "out" / "samples").iterdir()) == ["iteration_000002.png"]
+
+
+def test_a_checkpoint_is_resumed_only_with_the_same_params_and_training_code(tiny_pipeline_dir, tmp_path,
+                                                                          monkeypatch):
+    from treegrpo import trainer as trainer_module
+
+    def setup(**over):
+        params, _ = make_params(tiny_pipeline_dir, tmp_path / "out", reward__weights={"jpeg_compressibility": 1.0},
+                                model__device="cpu", train__checkpoint_every=1, train__prompts_per_iteration=1,
+                                sampler__branching=2, sampler__depth=1, **over)
+        tr = TreeGRPOTrainer(params, PROMPTS, {"jpeg_compressibility": JpegCompressibility()})
+        tr.setup()
+        return tr
+
+    setup(train__iterations=2).train()
+    assert setup(train__iterations=3, train__sample_every=5).start_iteration == 2  # longer, other grids: resumed
+    monkeypatch.setattr(trainer_module, "_TRAINING_CODE", (*trainer_module._TRAINING_CODE, "treegrpo.grids"))
+    assert setup(train__iterations=3).start_iteration == 0  # other training code: starts over
+    assert not any((tmp_path / "out" / "checkpoints").iterdir())  # and the stale checkpoints are gone
+    monkeypatch.undo()
+    setup(train__iterations=2).train()
+    assert setup(train__iterations=2, train__learning_rate=1e-3).start_iteration == 0  # other params: starts over
 
 
 class Flaky:

@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from treegrpo.bench.probe import ForwardProbe, PeakMemory, bare_forward_seconds
+from treegrpo.bench.probe import ForwardProbe, bare_forward_seconds
 from treegrpo.core.tree import tree_nfe
+from treegrpo.metrics import PeakMemory
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
@@ -125,6 +126,7 @@ def bench_params(setup: BenchSetup, algorithm: str, out_dir: str | Path, overrid
     values: dict[str, Any] = {
         "model.pretrained": str(setup.model_dir), "model.device": setup.device, "reward.device": setup.device,
         "train.algorithm": algorithm, "train.output_dir": str(out_dir), "reward.weights": {setup.reward: 1.0},
+        "train.sample_every": 0,  # no PNG grids inside measured iterations
         **SIZE_OVERRIDES[setup.size], **setup.overrides, **(overrides or {}),
     }
     if setup.prompts_per_iteration is not None:

@@ -5,8 +5,6 @@
   from a formula.
 - `bare_forward_seconds`: the same transformer calls again on random inputs, back to back: the time no sampler
   can beat (the sampler's "limit").
-- `PeakMemory`: peak memory over a stretch of code; CUDA's allocator peak, or the process's peak RSS on the CPU
-  (Linux: VmHWM, reset through /proc/self/clear_refs).
 - `device_info`: the machine a figure was measured on.
 
 Notation: rows = batch entries of one transformer call (CFG's doubling included), L = text tokens.
@@ -159,53 +157,6 @@ def bare_forward_seconds(transformer: torch.nn.Module, shapes: list[tuple[int, i
             cpus.append(time.process_time() - cpu)
     transformer.train(was_training)
     return BareTime(statistics.median(walls), statistics.median(cpus))
-
-
-def _proc_status_mb(key: str) -> float | None:
-    status = Path("/proc/self/status")
-    if not status.is_file():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    return None
-
-
-class PeakMemory:
-    """Peak memory (MiB) between `start()` and `read()`.
-
-    CUDA: `torch.cuda.max_memory_allocated` after a reset (tensors alive, the allocator's cache not counted).
-    CPU: the process's peak resident set (VmHWM) after resetting it through /proc/self/clear_refs; where that file
-    is missing or refused, the peak since the process started (`kind` says "rss-lifetime").
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-        self.kind = "cuda-allocated" if self.device.type == "cuda" else "rss"
-
-    def start(self) -> float:
-        """Reset the peak; returns the memory in use now (MiB): what the iteration's peak is measured above."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return torch.cuda.memory_allocated(self.device) / 2**20
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
-        except OSError:
-            self.kind = "rss-lifetime"
-        return _proc_status_mb("VmRSS") or 0.0
-
-    def read(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        peak = _proc_status_mb("VmHWM")
-        if peak is None:
-            import resource
-
-            self.kind = "rss-lifetime"
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return peak
 
 
 def _cpu_model() -> str:

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         help="train the LoRA with TreeGRPO (resumes from the newest checkpoint after a crash)",
         description="Train a LoRA on the transformer with TreeGRPO on {data.validated_dir}/train.parquet, scored by "
         "reward.weights. Writes {train.output_dir}/lora (diffusers LoRA format), metrics.json, history.json, "
-        "checkpoints/ and mlflow_run.json (the MLflow run, in tracking.uri, that every iteration is logged to); "
+        "checkpoints/, samples/ (leaf-image grids every train.sample_every iterations, also MLflow artifacts) and "
+        "mlflow_run.json (the MLflow run, in tracking.uri, that every iteration is logged to); "
         "started again with the same params it resumes from the newest complete checkpoint (and its MLflow run). "
         "Multi-GPU: `accelerate launch -m treegrpo train`.",
     )
@@ -55,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
             if mlflow_log is not None:
                 mlflow_log(metrics, iteration)
 
-        trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn)
+        trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn,
+                                  artifact_fn=mlflow_log.log_file if mlflow_log is not None else None)
         last = trainer.train()
-    print(f"trained {params.train.iterations} iterations; reward_mean {last.get('reward_mean', float('nan')):.4f}; "
-          f"LoRA at {Path(params.train.output_dir) / 'lora'}")
+    lora = Path(params.train.output_dir) / "lora"
+    if last:
+        print(f"trained {params.train.iterations} iterations; reward_mean {last['reward_mean']:.4f}; LoRA at {lora}")
+    else:  # resumed from the final checkpoint: nothing left to run
+        print(f"already trained ({params.train.iterations} iterations, final checkpoint resumed); LoRA at {lora}")
     return 0

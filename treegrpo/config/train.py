@@ -31,6 +31,7 @@ class TrainParams:
     checkpoint_every: int
     keep_checkpoints: int
     max_bad_steps: int
+    sample_every: int
     output_dir: str
 
     def __post_init__(self) -> None:
@@ -50,4 +51,6 @@ class TrainParams:
         check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "must be >= 1")
         check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints, "must be >= 1")
         check(self.max_bad_steps >= 1, "train.max_bad_steps", self.max_bad_steps, "must be >= 1")
+        check(self.sample_every >= 0, "train.sample_every", self.sample_every,
+              "must be >= 0 (iterations between sample grids; 0: none)")
         check(bool(self.output_dir.strip()), "train.output_dir", self.output_dir, "must be a folder path")

@@ -24,6 +24,34 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") != 1
 
 
+def local_folder(source: str) -> Path | None:
+    """The diffusers folder `model.pretrained` names, or None when it is a hub id.
+
+    Raises:
+        UserError: a path that does not exist, or a folder that is not a diffusers pipeline.
+    """
+    folder = Path(source).expanduser()
+    if folder.exists():
+        if not (folder / "model_index.json").is_file():
+            raise UserError(f"model.pretrained={source!r}: {folder} has no model_index.json, so it is not a diffusers "
+                            "pipeline folder; point it at one (e.g. the output of `treegrpo build-tiny-model`)")
+        return folder
+    if _looks_like_path(source):
+        raise UserError(f"model.pretrained={source!r}: no such folder; build the tiny pipeline with "
+                        "`treegrpo build-tiny-model` (or `dvc repro build_model`), or give a hub id such as "
+                        "stabilityai/stable-diffusion-3.5-medium")
+    return None
+
+
+def hub_error(source: str, err: Exception) -> UserError:
+    """What to do when hub id `source` could not be fetched (offline, gated, missing)."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return UserError(
+        f"model.pretrained={source!r}: could not load it from the hub ({first}). With network access, unset "
+        "HF_HUB_OFFLINE and log in (`hf auth login`; SD3.5 is gated: accept its licence on the hub first), or "
+        f"download it (`hf download {source} --local-dir models/sd35m`) and set model.pretrained to that folder")
+
+
 def load_pipeline(params: ModelParams, device: torch.device | str | None = None):
     """Load the base pipeline described by the `model` section.
 
@@ -38,27 +66,13 @@ def load_pipeline(params: ModelParams, device: torch.device | str | None = None)
     """
     from diffusers import StableDiffusion3Pipeline
 
-    source = params.pretrained
-    folder = Path(source).expanduser()
-    if folder.exists():
-        if not (folder / "model_index.json").is_file():
-            raise UserError(f"model.pretrained={source!r}: {folder} has no model_index.json, so it is not a diffusers "
-                            "pipeline folder; point it at one (e.g. the output of `treegrpo build-tiny-model`)")
-        source = str(folder)
-    elif _looks_like_path(source):
-        raise UserError(f"model.pretrained={source!r}: no such folder; build the tiny pipeline with "
-                        "`treegrpo build-tiny-model` (or `dvc repro build_model`), or give a hub id such as "
-                        "stabilityai/stable-diffusion-3.5-medium")
+    folder = local_folder(params.pretrained)
+    source = str(folder) if folder is not None else params.pretrained
     dtype = DTYPES[params.dtype]
     try:
         pipe = StableDiffusion3Pipeline.from_pretrained(source, revision=params.revision, dtype=dtype)
     except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model.pretrained={source!r}: could not load it from the hub ({first}). With network access, unset "
-            "HF_HUB_OFFLINE and log in (`hf auth login`; SD3.5 is gated: accept its licence on the hub first), or "
-            f"download it (`hf download {source} --local-dir models/sd35m`) and set model.pretrained to that folder"
-        ) from None
+        raise hub_error(source, err) from None
     device = resolve_device(params.device) if device is None else torch.device(device)
     text_device = torch.device("cpu") if params.offload_text_encoders else device
     for name in ("transformer", "vae"):
