@@ -84,24 +84,30 @@ class PeakMemory:
 class MetricsWriter:
     """`history.json` (one record per iteration, DVC plots) and `metrics.json` (the latest, DVC metrics).
 
-    Resuming at iteration i keeps the records of iterations < i, so a killed-and-resumed run has one history.
+    `history`: the records of the iterations before a resume point (the trainer keeps them in its checkpoints);
+    both files are rewritten from them at once, so a resumed run has one history even where the files were deleted.
     """
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, keep_until: int = 0):
+    def __init__(self, out_dir: str | Path, enabled: bool = True, history: list[dict[str, float]] | None = None):
         self.dir = Path(out_dir)
         self.enabled = enabled
-        self.history: list[dict[str, float]] = []
-        path = self.dir / "history.json"
-        if enabled and keep_until > 0 and path.is_file():
-            self.history = [r for r in json.loads(path.read_text()) if r["iteration"] < keep_until]
+        self.history: list[dict[str, float]] = list(history or [])
+        if enabled and self.history:
+            self._write()
 
     def append(self, iteration: int, figures: dict[str, float]) -> None:
         if not self.enabled:
             return
         self.history.append({"iteration": iteration, **figures})
+        self._write()
+
+    def _write(self) -> None:
+        last = self.history[-1]
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.dir / "history.json", json.dumps(self.history, indent=1))
-        _write_atomic(self.dir / "metrics.json", json.dumps({"iterations_done": iteration + 1, **figures}, indent=1))
+        _write_atomic(self.dir / "metrics.json", json.dumps({"iterations_done": last["iteration"] + 1,
+                                                              **{k: v for k, v in last.items() if k != "iteration"}},
+                                                             indent=1))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -54,12 +54,30 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps in a row); the last good checkpoint is intact."""
 
 
-def params_fingerprint(params: Params) -> str:
-    """A hash of every parameter that changes what training computes, and of the training code (`_TRAINING_CODE`):
-    a checkpoint is resumed only by the same recipe (after a code change `dvc repro` retrains, as its deps say)."""
+def model_identity(pretrained: str) -> str:
+    """What identifies the base model's content. A local folder: every file's relative path and size, and the bytes
+    of each file up to 64 MiB (configs, tokenizers, a tiny model's weights; SD3.5's multi-GB weights by their first
+    MiB, which holds the safetensors header). A hub id: "" (the id and `model.revision` are params already)."""
+    folder = Path(pretrained).expanduser()
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
+        with open(path, "rb") as f:
+            digest.update(f.read() if size <= 64 * 2**20 else f.read(2**20))
+    return digest.hexdigest()
+
+
+def params_fingerprint(params: Params, prompts: Sequence[str] = (), model: str = "") -> str:
+    """A hash of what decides what training computes: every such parameter, the training code (`_TRAINING_CODE`),
+    the prompts and the base model's identity (`model_identity`). A checkpoint is resumed only by the same run:
+    after a change to any of them (what `dvc repro` re-runs the train stage for) training starts over."""
     plain = {k: v for k, v in to_dict(params).items() if k in _TRAINING_SECTIONS}
     plain["train"] = {k: v for k, v in plain["train"].items() if k not in _RESUMABLE_CHANGES}
-    digest = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({"params": plain, "prompts": list(prompts), "model": model},
+                                       sort_keys=True).encode())
     for name in _TRAINING_CODE:
         digest.update(Path(importlib.import_module(name).__file__).read_bytes())
     return digest.hexdigest()[:16]
@@ -129,13 +147,18 @@ class TreeGRPOTrainer:
         self.latent_shape = latent_shape(self.pipe, p.model.resolution)
         self.dtype = DTYPES[p.model.dtype]
         self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
-        self.start_iteration = self.resume()
-        self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, keep_until=self.start_iteration)
+        self.fingerprint = params_fingerprint(p, self.prompts, model_identity(p.model.pretrained))
+        history: list[dict[str, float]] = []
+        self.start_iteration = self.resume(history)
+        # the figures of the iterations before the resume point come from the checkpoint (DVC deletes the train
+        # stage's metrics.json and history.json before it re-runs the stage)
+        self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, history=history)
         if acc.is_main_process:  # a DVC output of the train stage, even when no grid is due
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
 
-    def resume(self) -> int:
-        """Load the newest complete checkpoint made with the same params; return the iteration to start at."""
+    def resume(self, history: list[dict[str, float]]) -> int:
+        """Load the newest complete checkpoint of the same run (`params_fingerprint`); return the iteration to start
+        at. `history` receives the checkpoint's per-iteration figures."""
         root = self.out / "checkpoints"
         if self.accelerator.is_main_process:
             ckpt.clean_partials(root)
@@ -144,9 +167,9 @@ class TreeGRPOTrainer:
         if not found:
             return 0
         lora, optim_state, state = ckpt.load_checkpoint(found[-1])
-        if state.get("fingerprint") != params_fingerprint(self.params):
-            log.warning("%s was written with different params or training code: starting over (its checkpoints "
-                        "are removed)", root)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s was written by another run (params, training code, prompts or base model differ): "
+                        "starting over (its checkpoints are removed)", root)
             self.accelerator.wait_for_everyone()
             if self.accelerator.is_main_process:
                 for old in found:
@@ -158,6 +181,7 @@ class TreeGRPOTrainer:
         set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)
         self.optimizer.load_state_dict(optim_state)
         self.state = {k: state[k] for k in ("window", "bad_steps", "skipped_steps")}
+        history.extend(r for r in state.get("history", []) if r["iteration"] < state["iteration"])
         log.info("resumed from %s (iteration %d)", found[-1], state["iteration"])
         return int(state["iteration"])
 
@@ -416,7 +440,7 @@ class TreeGRPOTrainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {**self.state, "fingerprint": params_fingerprint(self.params)}
+            state = {**self.state, "fingerprint": self.fingerprint, "history": self.metrics.history}
             ckpt.save_checkpoint(self.out / "checkpoints", iteration, lora_state_dict(acc.unwrap_model(self.model)),
                                  self.optimizer.state_dict(), state, keep=self.params.train.keep_checkpoints)
         acc.wait_for_everyone()

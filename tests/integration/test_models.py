@@ -53,6 +53,18 @@ def test_tokenizers_match_open_clip_and_t5_ends_with_eos(tiny_pipeline_dir):
     assert t5(text).input_ids[-1] == t5.eos_token_id == 1
 
 
+def test_t5_tokenizer_builds_are_byte_identical(tmp_path):
+    """The unigram trainer's threads reorder tied pieces and move last digits; the build must not (DVC hashes it,
+    and a swapped id would change the tiny model). Seen here: 2 of 6 unfixed builds swapped ids 140 and 141."""
+    from treegrpo.models.tokenizers import write_t5_tokenizer
+
+    builds = []
+    for i in range(4):
+        write_t5_tokenizer(tmp_path / str(i))
+        builds.append((tmp_path / str(i) / "tokenizer.json").read_bytes())
+    assert all(b == builds[0] for b in builds[1:])
+
+
 def test_loader_errors_name_the_value_and_fix(tmp_path, params):
     from treegrpo.models.pipeline import load_pipeline
 

@@ -53,26 +53,47 @@ def test_sample_grids_every_sample_every_iterations_go_to_artifact_fn(tiny_pipel
     assert sorted(p.name for p in (tmp_path / "out" / "samples").iterdir()) == ["iteration_000002.png"]
 
 
-def test_a_checkpoint_is_resumed_only_with_the_same_params_and_training_code(tiny_pipeline_dir, tmp_path,
-                                                                          monkeypatch):
+def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_path, monkeypatch):
+    """Same params (but for iterations/grids), code, prompts and base model: resumed, with its figures; any of them
+    changed: started over, the stale checkpoints removed."""
+    import shutil
+
     from treegrpo import trainer as trainer_module
 
-    def setup(**over):
-        params, _ = make_params(tiny_pipeline_dir, tmp_path / "out", reward__weights={"jpeg_compressibility": 1.0},
-                                model__device="cpu", train__checkpoint_every=1, train__prompts_per_iteration=1,
-                                sampler__branching=2, sampler__depth=1, **over)
-        tr = TreeGRPOTrainer(params, PROMPTS, {"jpeg_compressibility": JpegCompressibility()})
+    out = tmp_path / "out"
+
+    def setup(prompts=PROMPTS, model=tiny_pipeline_dir, **over):
+        params, _ = make_params(model, out, reward__weights={"jpeg_compressibility": 1.0}, model__device="cpu",
+                                train__checkpoint_every=1, train__prompts_per_iteration=1, sampler__branching=2,
+                                sampler__depth=1, **over)
+        tr = TreeGRPOTrainer(params, prompts, {"jpeg_compressibility": JpegCompressibility()})
         tr.setup()
         return tr
 
     setup(train__iterations=2).train()
+    for name in ("history.json", "metrics.json"):  # DVC deletes the stage's outputs before re-running it
+        (out / name).unlink()
+    done = setup(train__iterations=2)
+    assert done.start_iteration == 2 and done.train() == {}  # nothing left to run ...
+    assert [r["iteration"] for r in json.loads((out / "history.json").read_text())] == [0, 1]  # ... figures back
+    assert json.loads((out / "metrics.json").read_text())["iterations_done"] == 2
     assert setup(train__iterations=3, train__sample_every=5).start_iteration == 2  # longer, other grids: resumed
+
     monkeypatch.setattr(trainer_module, "_TRAINING_CODE", (*trainer_module._TRAINING_CODE, "treegrpo.grids"))
     assert setup(train__iterations=3).start_iteration == 0  # other training code: starts over
-    assert not any((tmp_path / "out" / "checkpoints").iterdir())  # and the stale checkpoints are gone
+    assert not any((out / "checkpoints").iterdir())  # and the stale checkpoints are gone
     monkeypatch.undo()
+
     setup(train__iterations=2).train()
-    assert setup(train__iterations=2, train__learning_rate=1e-3).start_iteration == 0  # other params: starts over
+    assert setup(train__iterations=2, train__learning_rate=1e-3).start_iteration == 0  # other params
+    setup(train__iterations=2).train()
+    assert setup(prompts=PROMPTS[::-1], train__iterations=2).start_iteration == 0  # other prompts
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_dir, model)
+    setup(model=model, train__iterations=2).train()
+    tokenizer = model / "tokenizer_3" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # a rebuilt model under the same path
+    assert setup(model=model, train__iterations=2).start_iteration == 0
 
 
 class Flaky:

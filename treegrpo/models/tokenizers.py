@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 CLIP_VOCAB_SIZE = 49408
@@ -92,6 +93,15 @@ def write_t5_tokenizer(out_dir: Path, vocab_size: int = 256, model_max_length: i
         vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", shrinking_factor=0.75
     )
     tok.train_from_iterator(_T5_CORPUS.splitlines(), trainer=trainer)
+    # the trainer's parallel EM leaves the last digit of a score (-2.424386574103092 or ...091) and the order of
+    # tied pieces (so their ids) to thread timing: scores rounded, ties ordered by piece, the special tokens first,
+    # the same folder (and DVC hash) comes out of every build
+    spec = json.loads(tok.to_str())
+    vocab = [(piece, round(score, 9)) for piece, score in spec["model"]["vocab"]]
+    special = vocab[:3]  # <pad> 0, </s> 1, <unk> 2, as T5
+    assert [p for p, _ in special] == ["<pad>", "</s>", "<unk>"], special
+    spec["model"]["vocab"] = [list(v) for v in special + sorted(vocab[3:], key=lambda v: (-v[1], v[0]))]
+    tok = Tokenizer.from_str(json.dumps(spec))
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = T5TokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0,
