@@ -148,24 +148,23 @@ class TreeGRPOTrainer:
         self.dtype = DTYPES[p.model.dtype]
         self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
         self.fingerprint = params_fingerprint(p, self.prompts, model_identity(p.model.pretrained))
-        history: list[dict[str, float]] = []
-        self.start_iteration = self.resume(history)
+        self.start_iteration, history = self.resume()
         # the figures of the iterations before the resume point come from the checkpoint (DVC deletes the train
         # stage's metrics.json and history.json before it re-runs the stage)
         self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, history=history)
         if acc.is_main_process:  # a DVC output of the train stage, even when no grid is due
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
 
-    def resume(self, history: list[dict[str, float]]) -> int:
-        """Load the newest complete checkpoint of the same run (`params_fingerprint`); return the iteration to start
-        at. `history` receives the checkpoint's per-iteration figures."""
+    def resume(self) -> tuple[int, list[dict[str, float]]]:
+        """Load the newest complete checkpoint of the same run (`params_fingerprint`). Returns the iteration to start
+        at and the figures of the iterations before it (the checkpoint keeps them)."""
         root = self.out / "checkpoints"
         if self.accelerator.is_main_process:
             ckpt.clean_partials(root)
         self.accelerator.wait_for_everyone()
         found = ckpt.complete_checkpoints(root)
         if not found:
-            return 0
+            return 0, []
         lora, optim_state, state = ckpt.load_checkpoint(found[-1])
         if state.get("fingerprint") != self.fingerprint:
             log.warning("%s was written by another run (params, training code, prompts or base model differ): "
@@ -175,15 +174,15 @@ class TreeGRPOTrainer:
                 for old in found:
                     shutil.rmtree(old, ignore_errors=True)
             self.accelerator.wait_for_everyone()
-            return 0
+            return 0, []
         from treegrpo.models.lora import set_lora_state_dict
 
         set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)
         self.optimizer.load_state_dict(optim_state)
         self.state = {k: state[k] for k in ("window", "bad_steps", "skipped_steps")}
-        history.extend(r for r in state.get("history", []) if r["iteration"] < state["iteration"])
         log.info("resumed from %s (iteration %d)", found[-1], state["iteration"])
-        return int(state["iteration"])
+        start = int(state["iteration"])
+        return start, [r for r in state.get("history", []) if r["iteration"] < start]
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict[str, float]:
