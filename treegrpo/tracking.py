@@ -138,24 +138,24 @@ class MetricLogger:
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, iteration) for k, v in metrics.items() if _is_number(v)]
-        try:
-            if self._client is None:
-                self._client = get_client(self.params)
-            self._client.log_batch(self.run_id, metrics=batch)
-        except Exception as err:  # noqa: BLE001 - any tracking failure: keep training, warn
-            self.failures += 1
-            log.warning("MLflow: could not log iteration %d (%s); history.json keeps it", iteration, err)
+        self._send(lambda client: client.log_batch(self.run_id, metrics=batch),
+                   f"log iteration {iteration}", "history.json keeps it")
 
     def log_file(self, path: str | Path, iteration: int, folder: str = "samples") -> None:
         """The trainer's `artifact_fn`: a file written during training (a sample grid) as an artifact in
         `folder`/. A failure is a warning, like metrics: the file stays in the training output."""
+        self._send(lambda client: client.log_artifact(self.run_id, str(path), artifact_path=folder),
+                   f"log {path} at iteration {iteration}", "it stays on disk")
+
+    def _send(self, call, what: str, kept: str) -> None:
+        """`call(client)`; any tracking failure is counted and warned about, never raised (training goes on)."""
         try:
             if self._client is None:
                 self._client = get_client(self.params)
-            self._client.log_artifact(self.run_id, str(path), artifact_path=folder)
+            call(self._client)
         except Exception as err:  # noqa: BLE001 - any tracking failure: keep training, warn
             self.failures += 1
-            log.warning("MLflow: could not log %s at iteration %d (%s); it stays on disk", path, iteration, err)
+            log.warning("MLflow: could not %s (%s); %s", what, err, kept)
 
 
 def _is_number(value: Any) -> bool:

@@ -291,8 +291,7 @@ class TreeGRPOTrainer:
             return
         from treegrpo.grids import save_image_grid, spread
 
-        weights = torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=rewards.device)
-        score = ((weights @ rewards) / weights.sum()).cpu()  # (L,)
+        score = self.weighted_reward(rewards).cpu()  # (L,)
         owner = leaf_prompt.cpu()
         cells, captions = [], []
         for i in range(min(len(prompts), 4)):
@@ -303,6 +302,15 @@ class TreeGRPOTrainer:
         path = save_image_grid(cells, prompts[: len(cells)], self.out / "samples" / f"iteration_{it + 1:06d}.png",
                                captions=captions)
         self.artifact_fn(path, it)
+
+    def reward_weights(self, device: torch.device) -> Tensor:
+        """(R,) the `reward.weights`, in the order of `score`'s rows."""
+        return torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=device)
+
+    def weighted_reward(self, rewards: Tensor) -> Tensor:
+        """(L,) the weighted mean of `score`'s (R, L) rewards per image."""
+        weights = self.reward_weights(rewards.device)
+        return (weights @ rewards) / weights.sum()
 
     def reward_stats(self, rewards: Tensor) -> dict[str, float]:
         """Mean and std per reward over all ranks' leaves, and the weighted mean (what the window adapts to)."""
@@ -321,7 +329,7 @@ class TreeGRPOTrainer:
         """(P, k) edge advantages: per-reward z-scores of the leaves within each prompt's group (or the whole batch:
         DDPO's option), weighted, backed up the trees."""
         t = self.params.train
-        weights = torch.tensor([self.params.reward.weights[n] for n in self.reward_names], device=rewards.device)
+        weights = self.reward_weights(rewards.device)  # (R,)
         group = samples.leaf_prompt.to(rewards.device)  # (L,)
         if normalization == "batch":
             group = torch.zeros_like(group)

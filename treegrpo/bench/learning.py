@@ -54,9 +54,8 @@ def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int =
                                p.sampler.max_batch)
     images = decode(trainer.pipe, samples.leaf_latents)  # (E * V, 3, H, W)
     scores = trainer.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, E * V)
-    weights = torch.tensor([p.reward.weights[n] for n in trainer.reward_names], device=scores.device)
     model.train(was_training)
-    return float((weights @ scores).mean() / weights.sum())
+    return float(trainer.weighted_reward(scores).mean())
 
 
 def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts: Sequence[str],
