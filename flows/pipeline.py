@@ -30,7 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from treegrpo.config import Params, load_params, parse_params, read_yaml
 
-STAGES = ("build_model", "ingest", "validate", "train", "evaluate", "register")
+STAGES = ("check", "build_model", "ingest", "validate", "train", "evaluate", "register")
 # retries per stage: idempotent I/O only (ingest downloads, register calls the registry); training never
 RETRIES = {"ingest": 2, "register": 3}
 FETCH_BEFORE = "train"  # the stage whose models `treegrpo fetch` downloads and loads first
@@ -128,7 +128,10 @@ def push_cache() -> None:
 
 def stage_output(stage: str, params: Params) -> str:
     """The path a stage's result is read from downstream (its main `outs` in dvc.yaml)."""
+    from treegrpo.cli.check import PASSED
+
     return {
+        "check": PASSED,
         "build_model": params.tiny_model.path,
         "ingest": params.data.ingested_dir,
         "validate": params.data.validated_dir,

@@ -53,7 +53,8 @@ def set_rng_state(plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> No
 
 def save_checkpoint(root: str | Path, iteration: int, lora: dict[str, torch.Tensor], optimizer_state: dict,
                     trainer_state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint `iteration` under `root` atomically and delete all but the newest `keep`.
+    """Write checkpoint `iteration` under `root` atomically and delete all but the newest `keep` of those at or below
+    it. Checkpoints past `iteration` (a longer run of the same trajectory, resumed below its end) are left alone.
 
     Args:
         root: the checkpoints folder.
@@ -81,9 +82,17 @@ def save_checkpoint(root: str | Path, iteration: int, lora: dict[str, torch.Tens
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in complete_checkpoints(root)[:-keep]:
+    for old in [p for p in complete_checkpoints(root) if checkpoint_iteration(p) <= iteration][:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_iteration(path: str | Path) -> int:
+    """The iteration a checkpoint folder `ckpt-NNNNNN` was written after."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint folder (expected ckpt-NNNNNN)")
+    return int(match.group(1))
 
 
 def complete_checkpoints(root: str | Path) -> list[Path]:
@@ -92,7 +101,14 @@ def complete_checkpoints(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(found, key=checkpoint_iteration)
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's JSON state (iteration, fingerprint, history, ...) without loading tensors or touching RNGs."""
+    state = json.loads((Path(path) / "state.json").read_text())
+    state.pop("rng", None)
+    return state
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, Any]]:

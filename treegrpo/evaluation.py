@@ -1,8 +1,11 @@
 """The evaluation recipe (`treegrpo evaluate`): base model against trained LoRA, as the paper's Table 1.
 
 Reads top to bottom: `sample()` both models on the same prompts and seeds with the ODE sampler (the pipeline's own
-Euler call, noise 0), `score()` them with every reward of `eval.rewards`, `summarize()` to mean and standard error
-over prompts, then `write_report()`: metrics.json (DVC metrics), table.md, grid.png and scores.jsonl.
+Euler call, noise 0), `eval.samples_per_prompt` images per prompt, `score()` them with every reward of
+`eval.rewards`, `summarize()` to mean and standard error over prompts (a prompt's score is the mean of its images),
+then `write_report()`: metrics.json (DVC metrics), table.md, grid.png and scores.jsonl (`read_scores` reads it back).
+A reward that knows its prompts' categories (a `category(prompt)` method: the world's `composition`) also gets a
+table per category.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # the paper's column names
 DISPLAY = {"hpsv2": "HPS-v2.1", "image_reward": "ImageReward", "aesthetic": "Aesthetic", "clip_score": "CLIPScore",
-           "jpeg_compressibility": "JPEG compressibility (-kB)", "color_fraction": "Colour fraction"}
+           "jpeg_compressibility": "JPEG compressibility (-kB)", "color_fraction": "Colour fraction",
+           "composition_accuracy": "Accuracy (all constraints)", "composition": "Constraints met"}
 STAND_IN_NOTE = ("tiny random-weight stand-in (reward.stand_in_dir): exercises the pipeline, the numbers mean nothing "
                  "and are not comparable with the paper")
 
@@ -52,15 +56,17 @@ def read_prompts(params: Params, prompts_file: str | None = None) -> list[str]:
 
 @torch.no_grad()
 def sample(pipe, prompts: Sequence[str], params: Params) -> Tensor:
-    """ODE samples, one per prompt; prompt i draws its initial noise from a CPU generator seeded `eval.seed + i`.
+    """ODE samples, `eval.samples_per_prompt` (S) per prompt; sample j of prompt i draws its initial noise from a CPU
+    generator seeded `eval.seed + i * S + j`.
 
     Returns:
-        (N, 3, H, W) float32 images in [0, 1] on the CPU.
+        (N * S, 3, H, W) float32 images in [0, 1] on the CPU, prompt-major (prompt i's images at i*S .. i*S + S-1).
     """
     e, s, res = params.eval, params.sampler, params.model.resolution
+    expanded = [p for p in prompts for _ in range(e.samples_per_prompt)]
     images = []
-    for lo in range(0, len(prompts), e.batch_size):
-        batch = list(prompts[lo : lo + e.batch_size])
+    for lo in range(0, len(expanded), e.batch_size):
+        batch = expanded[lo : lo + e.batch_size]
         generators = [torch.Generator().manual_seed(e.seed + lo + j) for j in range(len(batch))]
         out = pipe(batch, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, height=res,
                    width=res, generator=generators, max_sequence_length=params.model.max_sequence_length,
@@ -70,18 +76,34 @@ def sample(pipe, prompts: Sequence[str], params: Params) -> Tensor:
 
 
 def score(rewards: Mapping, images: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
-    """name -> (N,) float32 scores."""
-    return {name: reward(images, list(prompts)).float().reshape(-1) for name, reward in rewards.items()}
+    """name -> (N, S) float32 scores of the N prompts' S images each (`images` prompt-major, N * S of them)."""
+    n = len(prompts)
+    per_prompt = images.shape[0] // n
+    expanded = [p for p in prompts for _ in range(per_prompt)]
+    return {name: reward(images, expanded).float().reshape(n, per_prompt) for name, reward in rewards.items()}
 
 
 def summarize(scores: Mapping[str, Tensor]) -> dict[str, dict[str, float | None]]:
-    """name -> {mean, sem}: the mean over prompts and its standard error (sample std / sqrt n; null for n = 1)."""
+    """name -> {mean, sem}: the mean over prompts of each prompt's mean score, and its standard error (sample std of
+    the prompt means / sqrt n; null for n = 1)."""
     out = {}
     for name, values in scores.items():
-        values = values.double()
+        values = values.double().reshape(values.shape[0], -1).mean(dim=1)  # (N,) one score per prompt
         n = values.numel()
         sem = (values.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else None
         out[name] = {"mean": values.mean().item(), "sem": sem}
+    return out
+
+
+def by_category(rewards: Mapping, scores: Mapping[str, Tensor], prompts: Sequence[str]) -> dict[str, dict]:
+    """reward -> category -> {mean, sem, n}, for the rewards that name their prompts' categories."""
+    out = {}
+    for name, reward in rewards.items():
+        if not callable(getattr(reward, "category", None)):
+            continue
+        categories = [reward.category(p) for p in prompts]
+        groups = {c: [i for i, ci in enumerate(categories) if ci == c] for c in dict.fromkeys(categories)}
+        out[name] = {c: {**summarize({name: scores[name][rows]})[name], "n": len(rows)} for c, rows in groups.items()}
     return out
 
 
@@ -105,28 +127,60 @@ def markdown_table(metrics: Mapping, labels: Mapping[str, str], names: Sequence[
     return "\n".join(lines) + "\n"
 
 
+def category_table(metrics: Mapping, labels: Mapping[str, str]) -> str:
+    """One table per categorised reward: rows the models, columns the categories (with their prompt counts)."""
+    lines = []
+    categories = metrics.get("by_category", {})
+    first = next(iter(labels))
+    for name, cats in categories.get(first, {}).items():
+        cols = [f"{c} ({cats[c]['n']})" for c in cats]
+        lines += ["", f"{DISPLAY.get(name, name)} per category (prompts in brackets):", "",
+                  "| Model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for model, label in labels.items():
+            row = categories[model][name]
+            lines.append(f"| {label} | " + " | ".join(_cell(row[c]) for c in cats) + " |")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: int) -> None:
-    """A PNG: one row per prompt (the first `rows`), one column per model, the same seed across a row."""
+    """A PNG: one row per prompt (the first `rows`; each prompt's first image), one column per model, the same seed
+    across a row."""
     from treegrpo.grids import save_image_grid
 
     rows = min(rows, len(prompts))
     names = list(columns)
-    save_image_grid([[columns[name][r] for name in names] for r in range(rows)], prompts[:rows], path,
+    per_prompt = columns[names[0]].shape[0] // len(prompts)
+    save_image_grid([[columns[name][r * per_prompt] for name in names] for r in range(rows)], prompts[:rows], path,
                     column_titles=names)
 
 
 def write_report(out_dir: Path, metrics: Mapping, table: str, images: Mapping[str, Tensor],
                  scores: Mapping[str, Mapping[str, Tensor]], prompts: Sequence[str], params: Params) -> None:
-    """metrics.json, table.md, grid.png and scores.jsonl (one line per prompt and model) in `out_dir`."""
+    """metrics.json, table.md, grid.png and scores.jsonl (one line per image and model) in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "table.md").write_text(table)
     save_grid(images, prompts, out_dir / "grid.png", params.eval.grid_prompts)
+    per_prompt = params.eval.samples_per_prompt
     with open(out_dir / "scores.jsonl", "w") as f:
         for model, by_reward in scores.items():
             for i, prompt in enumerate(prompts):
-                row = {"model": model, "index": i, "seed": params.eval.seed + i, "prompt": prompt}
-                f.write(json.dumps(row | {n: v[i].item() for n, v in by_reward.items()}) + "\n")
+                for j in range(per_prompt):
+                    row = {"model": model, "index": i, "sample": j, "seed": params.eval.seed + i * per_prompt + j,
+                           "prompt": prompt}
+                    f.write(json.dumps(row | {n: v[i, j].item() for n, v in by_reward.items()}) + "\n")
+
+
+def read_scores(path: Path) -> list[dict]:
+    """The rows of a scores.jsonl that `write_report` wrote (one per image and model)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def scored_prompts(rows: Sequence[Mapping]) -> list[str]:
+    """The evaluated prompts, in order, from `read_scores`' rows."""
+    first = rows[0]["model"] if rows else None
+    mine = sorted((r for r in rows if r["model"] == first and r.get("sample", 0) == 0), key=lambda r: r["index"])
+    return [r["prompt"] for r in mine]
 
 
 def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping | None = None) -> dict:
@@ -160,14 +214,19 @@ def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping
         images["trained"] = sample(pipe, prompts, params)
     del pipe  # free the pipeline's memory before the reward models load
     scores = {model: score(rewards, imgs, prompts) for model, imgs in images.items()}
-    metrics = {"n_prompts": len(prompts), **{model: summarize(s) for model, s in scores.items()}}
+    metrics = {"n_prompts": len(prompts), "samples_per_prompt": e.samples_per_prompt,
+               **{model: summarize(s) for model, s in scores.items()}}
+    categories = {model: by_category(rewards, s, prompts) for model, s in scores.items()}
+    if any(categories.values()):
+        metrics["by_category"] = categories  # model -> reward -> category -> {mean, sem, n}
     if "trained" in metrics:
         metrics["delta"] = {n: metrics["trained"][n]["mean"] - metrics["base"][n]["mean"] for n in rewards}
     stand_ins = {n for n, r in rewards.items() if getattr(r, "stand_in", False)}
     s = params.sampler
-    header = (f"# Evaluation: {len(prompts)} eval prompts, ODE sampling ({s.num_inference_steps} steps, "
-              f"CFG {s.guidance_scale:g}, {params.model.resolution} px), seed {e.seed} + prompt index")
-    table = markdown_table(metrics, labels, list(rewards), stand_ins, header)
+    header = (f"# Evaluation: {len(prompts)} eval prompts x {e.samples_per_prompt} images, ODE sampling "
+              f"({s.num_inference_steps} steps, CFG {s.guidance_scale:g}, {params.model.resolution} px), seed "
+              f"{e.seed} + prompt index x {e.samples_per_prompt} + image")
+    table = markdown_table(metrics, labels, list(rewards), stand_ins, header) + category_table(metrics, labels)
     write_report(Path(e.output_dir), metrics, table, images, scores, prompts, params)
     log.info("evaluation written to %s", e.output_dir)
     return metrics

@@ -5,7 +5,8 @@
   the params hash; alias `candidate` moves to it. The LoRA's content hash is a version tag, so registering the same
   weights again finds that version instead of making a second one.
 - `promote` moves alias `champion` to a version only if its evaluation beats the current champion's on
-  `tracking.primary_reward` (same eval set), or when forced with a reason; the decision is recorded as version tags.
+  `tracking.primary_reward` (same eval set) -- the first champion must beat the base model's evaluation (same
+  prompts and seeds) -- or when forced with a reason; the decision is recorded as version tags.
 
 Aliases, not the deprecated stages. Load the champion with `mlflow.pyfunc.load_model("models:/NAME@champion")`.
 """
@@ -29,6 +30,7 @@ from treegrpo.errors import UserError
 log = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+BASE_TAG = "eval_base"  # version tags eval_base.REWARD: the base model's evaluation mean
 LORA_FILE = "pytorch_lora_weights.safetensors"
 # the pyfunc's code, written next to the model ("models from code": nothing pickled)
 MODEL_CODE = ("import mlflow\n\nfrom treegrpo.registry import LoraText2Image\n\n"
@@ -81,6 +83,8 @@ def version_tags(params: Params, run_id: str, digest: str, metrics: dict, key: s
         tags[f"eval.{reward}"] = repr(float(stat["mean"]))
         if stat.get("sem") is not None:
             tags[f"eval.{reward}.sem"] = repr(float(stat["sem"]))
+    for reward, stat in metrics.get("base", {}).items():  # the base model, same prompts and seeds: the first bar
+        tags[f"{BASE_TAG}.{reward}"] = repr(float(stat["mean"]))
     return tags
 
 
@@ -179,8 +183,8 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
     return Registered(name, version, run_id, created)
 
 
-def _score(mv, reward: str) -> float | None:
-    value = mv.tags.get(f"eval.{reward}")
+def _score(mv, reward: str, prefix: str = "eval") -> float | None:
+    value = mv.tags.get(f"{prefix}.{reward}")
     return float(value) if value is not None else None
 
 
@@ -200,7 +204,7 @@ def _gate(mv, current, reward: str, margin: float) -> tuple[bool, str]:
     if new is None:
         return False, f"version {mv.version} has no eval.{reward} tag (registered without that reward)"
     if current is None:
-        return True, f"first champion: {reward} {new:.6g}"
+        return _beats_base(mv, new, reward, margin)
     old = _score(current, reward)
     if old is None:
         return False, f"champion version {current.version} has no eval.{reward} tag; compare by hand and --force"
@@ -214,12 +218,27 @@ def _gate(mv, current, reward: str, margin: float) -> tuple[bool, str]:
                    + (f" by more than tracking.min_improvement={margin:g}" if margin else ""))
 
 
+def _beats_base(mv, new: float, reward: str, margin: float) -> tuple[bool, str]:
+    """The first champion's gate: the base model's evaluation on the same prompts and seeds (tag eval_base.REWARD)."""
+    base = _score(mv, reward, BASE_TAG)
+    if base is None:
+        return False, (f"version {mv.version} has no {BASE_TAG}.{reward} tag (the base model's evaluation), so there "
+                       "is nothing to compare the first champion with; register it again from an evaluation that "
+                       "scores the base model, or --force --reason")
+    if new > base + margin:
+        return True, f"first champion: {reward} {new:.6g} beats the base model's {base:.6g}"
+    return False, (f"{reward} {new:.6g} does not beat the base model's {base:.6g}"
+                   + (f" by more than tracking.min_improvement={margin:g}" if margin else "")
+                   + " (no champion yet: the first must beat the base model, or --force --reason)")
+
+
 def promote(client, params: Params, version: str | None = None, force: bool = False,
             reason: str | None = None) -> Decision:
     """Move alias `champion` to `version` (default: the `candidate`) if it passes the gate, or if forced.
 
     The gate: its `tracking.primary_reward` evaluation mean beats the champion's by more than
-    `tracking.min_improvement`, on the same eval set. A promotion tags the version with when, why, whether it was
+    `tracking.min_improvement`, on the same eval set; with no champion yet, the base model's mean from the same
+    evaluation. A promotion tags the version with when, why, whether it was
     forced and the previous champion.
     """
     from mlflow.exceptions import MlflowException

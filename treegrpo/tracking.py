@@ -1,10 +1,11 @@
 """MLflow tracking: one run per training run, fed by the trainer's `log_fn`; the evaluation logged onto it.
 
-The trainer never sees MLflow: `treegrpo train` wraps it in `training_run(params)`, which opens (or, after a crash
-with unchanged params, reopens) the run, logs every params.yaml key flattened (`train.learning_rate`), tags it with
-the git commit, the `dvc.lock` hash and a params hash, and hands back a `MetricLogger` to call from `log_fn`. The run
-id goes to `{train.output_dir}/mlflow_run.json`, where `treegrpo register` finds it to log the evaluation and the
-model. Only the main process (RANK 0 under `accelerate launch`) talks to MLflow.
+The trainer never sees MLflow: `treegrpo train` wraps it in `training_run(params, run_key)`, which opens the run (or
+reopens the one of the same training run: the same `treegrpo.run_identity.RunIdentity.key`, after a crash or when
+`dvc repro` re-runs a finished training), logs every params.yaml key flattened (`train.learning_rate`), tags it with
+the run key, the git commit, the `dvc.lock` hash and a params hash, and hands back a `MetricLogger` to call from
+`log_fn`. The run id goes to `{train.output_dir}/mlflow_run.json`, where `treegrpo register` finds it to log the
+evaluation and the model. Only the main process (RANK 0 under `accelerate launch`) talks to MLflow.
 
 Nothing here runs at import: the tracking URI is chosen per call (`tracking_uri`), never set globally at import.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 ENV_URI = "MLFLOW_TRACKING_URI"
 RUN_FILE = "mlflow_run.json"
 REDACTED = "<redacted>"
+RUN_KEY_TAG = "treegrpo.run_key"  # `RunIdentity.key`: which training run an MLflow run records
 
 
 def tracking_uri(params: TrackingParams) -> str:
@@ -167,8 +169,9 @@ def read_run_file(train_dir: str | Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _reusable_run(client, record: dict | None, flat: dict[str, str]) -> str | None:
-    """The recorded run's id if it exists here, did not finish, and was logged with exactly these params."""
+def _reusable_run(client, record: dict | None, run_key: str, experiment: str) -> str | None:
+    """The recorded run's id if it exists here, is not deleted, lives in `experiment` and records the training run
+    `run_key` (its `RUN_KEY_TAG`), finished or not."""
     from mlflow.exceptions import MlflowException
 
     if not record:
@@ -177,13 +180,28 @@ def _reusable_run(client, record: dict | None, flat: dict[str, str]) -> str | No
         run = client.get_run(record["run_id"])
     except MlflowException:
         return None
-    if run.info.status == "FINISHED" or run.data.params != flat:
+    if run.info.lifecycle_stage == "deleted" or run.data.tags.get(RUN_KEY_TAG) != run_key:
+        return None
+    if run.info.experiment_id != experiment_id(client, experiment):
         return None
     return run.info.run_id
 
 
-def start_run(params: Params, source: str) -> tuple[Any, str]:
-    """A new run in `tracking.experiment` with every param and the provenance tags. Returns (client, run_id)."""
+def _note_changed_params(client, run_id: str, params: Params) -> None:
+    """Params that changed without changing the training run (how often to save, the eval settings, ...) cannot be
+    logged again (MLflow params are immutable): tag them `resumed_with.KEY` with their new value."""
+    logged = client.get_run(run_id).data.params
+    changed = {k: v for k, v in flat_params(params).items() if logged.get(k) != v}
+    for key, value in sorted(changed.items()):
+        client.set_tag(run_id, f"resumed_with.{key}", value)
+    if changed:
+        log.info("MLflow: run %s reopened with other values of %s (tagged resumed_with.*)", run_id,
+                 ", ".join(sorted(changed)))
+
+
+def start_run(params: Params, source: str, tags: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """A new run in `tracking.experiment` with every param, the provenance tags and `tags`. Returns
+    (client, run_id)."""
     from mlflow.entities import Param
 
     client = get_client(params.tracking)
@@ -192,7 +210,8 @@ def start_run(params: Params, source: str) -> tuple[Any, str]:
     except Exception as err:  # noqa: BLE001 - name the store and the fix, whatever the driver raised
         raise UserError(f"MLflow: cannot use tracking URI {redact(tracking_uri(params.tracking))} ({err}); start the "
                         f"server, or unset {ENV_URI} to use tracking.uri") from err
-    tags = {**provenance_tags(params), "mlflow.source.name": source, "base_model": params.model.pretrained}
+    tags = {**provenance_tags(params), "mlflow.source.name": source, "base_model": params.model.pretrained,
+            **(tags or {})}
     run = client.create_run(exp, tags=tags)
     items = [Param(k, v) for k, v in sorted(flat_params(params).items())]
     for lo in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -201,24 +220,30 @@ def start_run(params: Params, source: str) -> tuple[Any, str]:
 
 
 @contextlib.contextmanager
-def training_run(params: Params) -> Iterator[MetricLogger | None]:
+def training_run(params: Params, run_key: str) -> Iterator[MetricLogger | None]:
     """The MLflow run of one training run, as a context: yields the trainer's metric logger (None off rank 0).
 
-    Reopens the run recorded in `{train.output_dir}/mlflow_run.json` when it did not finish and its params are the
-    same (a killed `dvc repro` resuming from a checkpoint); otherwise starts a new one. The run ends FINISHED, or
-    FAILED/KILLED with the exception, which propagates.
+    Args:
+        params: all of params.yaml.
+        run_key: the training run's `RunIdentity.key` (its trajectory and end).
+
+    Reopens the run recorded in `{train.output_dir}/mlflow_run.json` when it records the same `run_key` (a killed
+    `dvc repro` resuming from a checkpoint, or a re-run that resumes the final one); otherwise starts a new one.
+    On success, the iterations in `history.json` the run lacks are logged (a run opened for a resume point another
+    MLflow run trained to). The run ends FINISHED, or FAILED/KILLED with the exception, which propagates.
     """
     if not is_main_process():
         yield None
         return
     out_dir = Path(params.train.output_dir)
     client = get_client(params.tracking)
-    run_id = _reusable_run(client, read_run_file(out_dir), flat_params(params))
+    run_id = _reusable_run(client, read_run_file(out_dir), run_key, params.tracking.experiment)
     if run_id:
         client.update_run(run_id, status="RUNNING")
-        log.info("MLflow: resuming run %s", run_id)
+        _note_changed_params(client, run_id, params)
+        log.info("MLflow: reopening run %s (the same training run)", run_id)
     else:
-        client, run_id = start_run(params, "treegrpo train")
+        client, run_id = start_run(params, "treegrpo train", tags={RUN_KEY_TAG: run_key})
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"run_id": run_id, "experiment": params.tracking.experiment,
               "tracking_uri": redact(tracking_uri(params.tracking))}
@@ -227,12 +252,26 @@ def training_run(params: Params) -> Iterator[MetricLogger | None]:
     status = "FAILED"
     try:
         yield MetricLogger(params.tracking, run_id)
+        _backfill_from_file(client, run_id, out_dir / "history.json")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         client.set_terminated(run_id, status)
+
+
+def _backfill_from_file(client, run_id: str, path: Path) -> None:
+    """`backfill_history` from a history.json, if there is one; a tracking failure is a warning (register retries)."""
+    if not path.is_file():
+        return
+    try:
+        added = backfill_history(client, run_id, json.loads(path.read_text()))
+    except Exception as err:  # noqa: BLE001 - the training is done; `treegrpo register` backfills again
+        log.warning("MLflow: could not log the iterations of %s (%s); `treegrpo register` retries", path, err)
+        return
+    if added:
+        log.info("MLflow: logged %d iterations from %s (trained before this run's resume point)", added, path)
 
 
 def ensure_run(client, params: Params) -> str:

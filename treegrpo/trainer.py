@@ -13,9 +13,6 @@ r, r + W, ...: a prompt's trees never straddle ranks, so per-prompt normalisatio
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib
-import json
 import logging
 import math
 import shutil
@@ -28,59 +25,24 @@ from torch import Tensor
 
 from treegrpo import checkpoint as ckpt
 from treegrpo.algorithms import Shape, iteration_shape
-from treegrpo.config import Params, to_dict
+from treegrpo.config import Params
 from treegrpo.core.advantages import grouped_leaf_advantages
 from treegrpo.core.loss import grpo_loss, kl_to_reference
 from treegrpo.core.sde import child_log_probs, sde_moments
+from treegrpo.core.signal import tree_signal
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
 from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
 from treegrpo.errors import UserError
 from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
+from treegrpo.run_identity import RunIdentity
 
 log = logging.getLogger(__name__)
 Reward = Callable[[Tensor, list[str]], Tensor]
 LogFn = Callable[[dict[str, float], int], None]
-# keys whose change does not invalidate a checkpoint (how long to train and how often to save)
-_RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_checkpoints", "sample_every", "output_dir"}
-# the sections that change what training computes (data is the prompt list, passed in; eval/tracking don't matter)
-_TRAINING_SECTIONS = {"model", "lora", "sampler", "reward", "train", "baselines"}
-# the modules that decide what training computes (the train stage's code deps in dvc.yaml)
-_TRAINING_CODE = ("treegrpo.trainer", "treegrpo.algorithms", "treegrpo.core.advantages", "treegrpo.core.loss",
-                  "treegrpo.core.sde", "treegrpo.core.tree", "treegrpo.core.window", "treegrpo.models.sd3",
-                  "treegrpo.models.lora")
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps in a row); the last good checkpoint is intact."""
-
-
-def model_identity(pretrained: str) -> str:
-    """What identifies the base model's content. A local folder: every file's relative path and size, and the bytes
-    of each file up to 64 MiB (configs, tokenizers, a tiny model's weights; SD3.5's multi-GB weights by their first
-    MiB, which holds the safetensors header). A hub id: "" (the id and `model.revision` are params already)."""
-    folder = Path(pretrained).expanduser()
-    if not folder.is_dir():
-        return ""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
-        with open(path, "rb") as f:
-            digest.update(f.read() if size <= 64 * 2**20 else f.read(2**20))
-    return digest.hexdigest()
-
-
-def params_fingerprint(params: Params, prompts: Sequence[str] = (), model: str = "") -> str:
-    """A hash of what decides what training computes: every such parameter, the training code (`_TRAINING_CODE`),
-    the prompts and the base model's identity (`model_identity`). A checkpoint is resumed only by the same run:
-    after a change to any of them (what `dvc repro` re-runs the train stage for) training starts over."""
-    plain = {k: v for k, v in to_dict(params).items() if k in _TRAINING_SECTIONS}
-    plain["train"] = {k: v for k, v in plain["train"].items() if k not in _RESUMABLE_CHANGES}
-    digest = hashlib.sha256(json.dumps({"params": plain, "prompts": list(prompts), "model": model},
-                                       sort_keys=True).encode())
-    for name in _TRAINING_CODE:
-        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class TreeGRPOTrainer:
@@ -147,7 +109,7 @@ class TreeGRPOTrainer:
         self.latent_shape = latent_shape(self.pipe, p.model.resolution)
         self.dtype = DTYPES[p.model.dtype]
         self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
-        self.fingerprint = params_fingerprint(p, self.prompts, model_identity(p.model.pretrained))
+        self.identity = RunIdentity.of(p, self.prompts, self.rewards)
         self.start_iteration, history = self.resume()
         # the figures of the iterations before the resume point come from the checkpoint (DVC deletes the train
         # stage's metrics.json and history.json before it re-runs the stage)
@@ -156,31 +118,49 @@ class TreeGRPOTrainer:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
 
     def resume(self) -> tuple[int, list[dict[str, float]]]:
-        """Load the newest complete checkpoint of the same run (`params_fingerprint`). Returns the iteration to start
-        at and the figures of the iterations before it (the checkpoint keeps them)."""
+        """Load the newest complete checkpoint of this run (`RunIdentity.resumes`: the same trajectory, at or below
+        `train.iterations`). Returns the iteration to start at and the figures of the iterations before it (the
+        checkpoint keeps them). Another trajectory's checkpoints are removed; the same trajectory's past the end (a
+        longer run) are kept, and never resumed."""
         root = self.out / "checkpoints"
         if self.accelerator.is_main_process:
             ckpt.clean_partials(root)
         self.accelerator.wait_for_everyone()
-        found = ckpt.complete_checkpoints(root)
-        if not found:
-            return 0, []
-        lora, optim_state, state = ckpt.load_checkpoint(found[-1])
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("%s was written by another run (params, training code, prompts or base model differ): "
-                        "starting over (its checkpoints are removed)", root)
-            self.accelerator.wait_for_everyone()
-            if self.accelerator.is_main_process:
-                for old in found:
-                    shutil.rmtree(old, ignore_errors=True)
-            self.accelerator.wait_for_everyone()
-            return 0, []
+        found = [(path, ckpt.read_state(path)) for path in ckpt.complete_checkpoints(root)]
+        stale = [path for path, state in found if state.get("fingerprint") != self.identity.fingerprint]
+        if stale:
+            log.warning("%s holds checkpoints of another run (params, training code, prompts or base model differ): "
+                        "removing %s", root, ", ".join(p.name for p in stale))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            for path in stale:
+                shutil.rmtree(path, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        usable = [path for path, state in found if self.identity.resumes(state.get("fingerprint"), state["iteration"])]
+        later = [path for path, _ in found if path not in stale and path not in usable]
+        if later:
+            self.explain_later_checkpoints(later, usable)
+        return self.load_resume_point(usable[-1]) if usable else (0, [])
+
+    def explain_later_checkpoints(self, later: list[Path], usable: list[Path]) -> None:
+        """Say why a checkpoint past `train.iterations` is not resumed, and what is done instead."""
+        t = self.params.train
+        what = (f"resuming {usable[-1].name}, the same run at or below iteration {t.iterations}" if usable else
+                f"no checkpoint of this run at or below iteration {t.iterations} is left (train.keep_checkpoints="
+                f"{t.keep_checkpoints} kept the newest): starting over from iteration 0")
+        log.warning("train.iterations=%d ends before %s, written by a longer run with the same params: its model is "
+                    "not this run's answer; %s. The later checkpoints are kept for a longer run",
+                    t.iterations, ", ".join(p.name for p in later), what)
+
+    def load_resume_point(self, path: Path) -> tuple[int, list[dict[str, float]]]:
+        """Restore the LoRA, the optimizer, the RNGs and the trainer state from checkpoint `path`."""
         from treegrpo.models.lora import set_lora_state_dict
 
+        lora, optim_state, state = ckpt.load_checkpoint(path)
         set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)
         self.optimizer.load_state_dict(optim_state)
         self.state = {k: state[k] for k in ("window", "bad_steps", "skipped_steps")}
-        log.info("resumed from %s (iteration %d)", found[-1], state["iteration"])
+        log.info("resumed from %s (iteration %d)", path, state["iteration"])
         start = int(state["iteration"])
         return start, [r for r in state.get("history", []) if r["iteration"] < start]
 
@@ -224,6 +204,7 @@ class TreeGRPOTrainer:
         stats = self.reward_stats(rewards)
         self.save_samples(it, images, prompts, samples.leaf_prompt, rewards)
         edge_adv = self.advantages(samples, rewards, shape.normalization)  # (P, k)
+        signal = self.signal(samples, rewards, edge_adv)
         bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
                    and torch.isfinite(samples.child_log_prob).all())
         with timer("time_training"):
@@ -231,7 +212,8 @@ class TreeGRPOTrainer:
                 self.policy_step(it, samples, edge_adv, velocity, shape.trained_levels)
         self.state["window"] = observe_reward(self.schedule, self.state["window"], stats["reward_mean"])
         trained = int(self.trained_rows(samples, shape.trained_levels).sum())
-        return {**stats, **train_stats, **timer.totals, "nfe": float(velocity.calls), "images": float(len(images)),
+        return {**stats, **signal, **train_stats, **timer.totals, "nfe": float(velocity.calls),
+                "images": float(len(images)),
                 "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
                 "window_start": float(samples.window_start), "peak_memory_mb": memory.read(),
                 "start_memory_mb": start_memory,
@@ -335,6 +317,14 @@ class TreeGRPOTrainer:
             group = torch.zeros_like(group)
         leaf = grouped_leaf_advantages(rewards, group, weights, clip=t.adv_clip_max)  # (L,)
         return edge_advantages(samples, leaf, mode=t.backup, temperature=t.temperature)  # (P, k)
+
+    def signal(self, samples: TreeSamples, rewards: Tensor, edge_adv: Tensor) -> dict[str, float]:
+        """Is the tree carrying signal (`treegrpo.core.signal`), on this rank's prompts: `tree/reward_std_mean`,
+        `tree/reward_std_min`, `tree/tie_fraction`, `tree/adv_std_level_<l>`, `tree/backup_ess_mean|min`."""
+        t = self.params.train
+        figures = tree_signal(self.weighted_reward(rewards), samples.leaf_prompt.to(rewards.device), edge_adv,
+                              samples.parent_level, samples.child_log_prob, samples.depth, t.backup, t.temperature)
+        return {f"tree/{name}": value for name, value in figures.items()}
 
     # ---------------------------------------------------------------- update
     def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity,
@@ -447,7 +437,7 @@ class TreeGRPOTrainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {**self.state, "fingerprint": self.fingerprint, "history": self.metrics.history}
+            state = {**self.state, "fingerprint": self.identity.fingerprint, "history": self.metrics.history}
             ckpt.save_checkpoint(self.out / "checkpoints", iteration, lora_state_dict(acc.unwrap_model(self.model)),
                                  self.optimizer.state_dict(), state, keep=self.params.train.keep_checkpoints)
         acc.wait_for_everyone()

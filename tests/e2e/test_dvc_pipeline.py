@@ -1,5 +1,6 @@
 """`dvc repro` from a fresh clone: every stage runs, a model version with alias candidate and PNG plots are left,
-and a second `dvc repro` does nothing; param changes invalidate only the stages that read them."""
+and a second `dvc repro` does nothing; param changes invalidate only the stages that read them; a bad value stops
+the pipeline before any stage deletes its outputs; validating the same prompts again changes nothing."""
 
 import json
 
@@ -51,12 +52,55 @@ def test_a_param_invalidates_only_the_stages_that_read_it(pipeline_repo):
     original = (repo / "params.yaml").read_text()
     try:
         set_params(repo, {"eval.seed": 1})
-        assert _stale_stages(repo) == {"evaluate"}  # train, and everything before it, stay valid
+        # train, and everything before it, stay valid (`check` reads every param, and its output does not change)
+        assert _stale_stages(repo) == {"check", "evaluate"}
         (repo / "params.yaml").write_text(original)
         set_params(repo, {"train.learning_rate": 0.02})
-        assert _stale_stages(repo) == {"train"}
+        assert _stale_stages(repo) == {"check", "train"}
     finally:
         (repo / "params.yaml").write_text(original)
+    assert _stale_stages(repo) == set()
+
+
+def _folder(path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_bad_value_stops_the_pipeline_before_it_deletes_the_trained_outputs(pipeline_repo):
+    """DVC deletes a stage's outputs before running it: the bad value must fail in `check`, before train."""
+    repo = pipeline_repo
+    original = (repo / "params.yaml").read_text()
+    train = repo / "outputs" / "train"
+    before = {"lora": _folder(train / "lora"),
+              **{name: (train / name).read_bytes() for name in ("metrics.json", "history.json", "mlflow_run.json")}}
+    assert before["lora"], "the pipeline trained no LoRA"
+    bad = {"sampler.branching": ("  branching: 3 ", "  branching: 0 "),
+           "model.pretrained": ("  pretrained: models/tiny-sd3 ", "  pretrained: models/no-such-model ")}
+    try:
+        for key, (good, wrong) in bad.items():
+            assert original.count(good) == 1, good
+            (repo / "params.yaml").write_text(original.replace(good, wrong))
+            failed = sh(["dvc", "repro"], repo, check=False)
+            assert failed.returncode != 0 and key in failed.stderr + failed.stdout, failed.stdout[-2000:]
+            assert "Running stage 'train'" not in failed.stdout
+            after = {"lora": _folder(train / "lora"),
+                     **{name: (train / name).read_bytes() for name in before if name != "lora"}}
+            assert after == before, key
+    finally:
+        (repo / "params.yaml").write_text(original)
+    again = sh(["dvc", "repro"], repo)
+    assert "Running stage 'check'" in again.stdout and "Running stage 'train'" not in again.stdout
+    assert _stale_stages(repo) == set()
+
+
+def test_validating_the_same_prompts_again_changes_no_stage_output(pipeline_repo):
+    """GX's Data Docs carry the time of each run; they stay out of DVC's hash of data.validated_dir (.dvcignore), so
+    the same prompts give the same dvc.lock and nothing downstream re-runs."""
+    repo = pipeline_repo
+    lock = (repo / "dvc.lock").read_text()
+    sh(["dvc", "repro", "--force", "--single-item", "validate"], repo)
+    assert (repo / "data" / "validated" / "data_docs" / "index.html").is_file()  # still written, for people
+    assert (repo / "dvc.lock").read_text() == lock
     assert _stale_stages(repo) == set()
 
 

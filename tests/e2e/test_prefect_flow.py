@@ -63,5 +63,24 @@ def test_retries_only_around_what_is_safe_to_repeat():
     from flows.pipeline import STAGES, fetch_models, pull_cache, push_cache, stage_task
 
     retries = {stage: stage_task(stage).retries for stage in STAGES}
-    assert retries == {"build_model": 0, "ingest": 2, "validate": 0, "train": 0, "evaluate": 0, "register": 3}
+    assert retries == {"check": 0, "build_model": 0, "ingest": 2, "validate": 0, "train": 0, "evaluate": 0,
+                       "register": 3}
     assert fetch_models.retries == 3 and pull_cache.retries == 2 and push_cache.retries == 2
+
+
+def test_without_an_api_url_prefect_starts_a_temporary_server_over_prefect_home(tmp_path):
+    """What the README says of `prefect deployment run` without PREFECT_API_URL, from the pinned Prefect's own
+    settings: no URL, ephemeral mode on, 20 s to start, over $PREFECT_HOME/prefect.db (a local server's database)."""
+    import subprocess
+    import sys
+
+    code = ("from prefect.settings import get_current_settings as g; s = g(); "
+            "print(s.api.url, s.server.ephemeral.enabled, s.server.ephemeral.startup_timeout_seconds, "
+            "s.server.database.connection_url.get_secret_value())")
+    env = e2e_env(PREFECT_HOME=str(tmp_path))
+    for key in [k for k in env if k.startswith("PREFECT_") and k not in ("PREFECT_HOME",
+                                                                        "PREFECT_SERVER_ANALYTICS_ENABLED")]:
+        env.pop(key)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out == ["None", "True", "20", f"sqlite+aiosqlite:///{tmp_path}/prefect.db"]

@@ -73,7 +73,8 @@ def test_identity_lora_scores_exactly_as_the_base(params, pipe):
     _save_lora(params, pipe, scale=0.0)
     rewards = {"jpeg_compressibility": JpegCompressibility(), "color_fraction": ColorFraction()}
     metrics = evaluate(params, PROMPTS, pipe=pipe, rewards=rewards)
-    assert metrics["n_prompts"] == 3 and set(metrics) == {"n_prompts", "base", "trained", "delta"}
+    assert metrics["n_prompts"] == 3
+    assert set(metrics) == {"n_prompts", "samples_per_prompt", "base", "trained", "delta"}
     assert metrics["delta"] == {"jpeg_compressibility": 0.0, "color_fraction": 0.0}
     pipe.unload_lora_weights()
 
@@ -120,3 +121,57 @@ def test_cli_with_a_prompt_file(params, tmp_path, capsys):
     assert "| base (" in printed and "trained" not in printed.split("|---")[1]  # base only: eval.lora is null
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n_prompts"] == 2
     assert main([*args, str(tmp_path / "none.txt")]) == 2  # a missing prompt file: one line, exit 2
+
+
+class _RenderingPipe:
+    """A stand-in pipeline that draws what each prompt says (the world's renderer), except that it draws nothing for
+    prompts in `blank`: evaluation's accuracy per category is then known by hand."""
+
+    def __init__(self, blank=()):
+        self.blank, self.calls = set(blank), []
+
+    def set_progress_bar_config(self, **_):
+        pass
+
+    def __call__(self, prompts, generator, height, width, **_):
+        from types import SimpleNamespace
+
+        import torchvision.transforms.functional as TF
+
+        from treegrpo.world.grammar import parse_prompt
+        from treegrpo.world.render import render
+
+        seeds = [g.initial_seed() for g in generator]
+        self.calls.append(list(zip(prompts, seeds, strict=True)))
+        images = [TF.to_tensor(Image.new("RGB", (width, height), (235, 235, 235)) if p in self.blank
+                               else render(parse_prompt(p), height, seed))
+                  for p, seed in zip(prompts, seeds, strict=True)]
+        return SimpleNamespace(images=torch.stack(images))
+
+
+def test_accuracy_per_category_and_several_images_per_prompt(params, tmp_path):
+    from treegrpo.rewards.composition import Composition, CompositionAccuracy
+
+    prompts = ["a red circle", "a blue square", "two triangles", "a circle to the left of a square"]
+    p = dataclasses.replace(params, eval=dataclasses.replace(params.eval, lora=None, samples_per_prompt=3,
+                                                             output_dir=str(tmp_path), batch_size=4))
+    pipe = _RenderingPipe(blank={"a blue square"})
+    metrics = evaluate(p, prompts, pipe=pipe,
+                       rewards={"composition_accuracy": CompositionAccuracy(), "composition": Composition()})
+    # 3 images per prompt, seeds 0 + 3i + j, in batches of 4 images
+    seeds = [s for call in pipe.calls for _, s in call]
+    assert seeds == list(range(12)) and max(len(c) for c in pipe.calls) == 4
+    # every render meets its prompt; the blank square meets none of its colour prompt's 4 constraints but
+    # "nothing else" (1/4): accuracy 3/4 over prompts, colour category 1/2 (two colour prompts, one blank)
+    assert metrics["base"]["composition_accuracy"]["mean"] == pytest.approx(0.75)
+    cats = metrics["by_category"]["base"]["composition_accuracy"]
+    assert cats["colour"] == {"mean": pytest.approx(0.5), "sem": pytest.approx(0.5), "n": 2}
+    assert cats["counting"]["mean"] == 1.0 and cats["position"]["mean"] == 1.0
+    assert metrics["by_category"]["base"]["composition"]["colour"]["mean"] == pytest.approx((1 + 0.25) / 2)
+    table = (tmp_path / "table.md").read_text()
+    assert "Accuracy (all constraints) per category" in table and "| colour (2) | counting (1) |" in table
+    rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["sample"] for r in rows} == {0, 1, 2}
+    from treegrpo.evaluation import read_scores, scored_prompts
+
+    assert scored_prompts(read_scores(tmp_path / "scores.jsonl")) == prompts

@@ -104,6 +104,43 @@ def test_lora_round_trip_identical_outputs_and_covers_attn2(tiny_pipeline_dir, p
     torch.testing.assert_close(_sample(fresh), tuned, rtol=1e-5, atol=1e-6)
 
 
+def _forward(transformer, seed=0):
+    """The transformer's velocity on fixed random inputs (one latent, one prompt embedding, sigma 0.5)."""
+    gen = torch.Generator().manual_seed(seed)
+    c = transformer.config
+    latents = torch.randn(1, c.in_channels, 16, 16, generator=gen)
+    text = torch.randn(1, 8, c.joint_attention_dim, generator=gen)
+    pooled = torch.randn(1, c.pooled_projection_dim, generator=gen)
+    with torch.no_grad():
+        return transformer(hidden_states=latents, encoder_hidden_states=text, pooled_projections=pooled,
+                           timestep=torch.tensor([500.0]), return_dict=False)[0]
+
+
+def test_lora_with_alpha_not_rank_reloads_at_its_strength_in_plain_diffusers(tiny_pipeline_dir, params, tmp_path):
+    """rank 4, alpha 8 (scale alpha / rank = 2): plain `load_lora_weights` must rebuild that scale from the file,
+    not take alpha = rank (which would run the adapter at half strength)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from treegrpo.models.lora import add_lora, lora_parameters, save_lora
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_pipeline_dir)
+    add_lora(pipe.transformer, dataclasses.replace(params.lora, rank=4, alpha=8))
+    base = _forward(StableDiffusion3Pipeline.from_pretrained(tiny_pipeline_dir).transformer)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in lora_parameters(pipe.transformer):  # lora_B starts at zero: make the adapter change the output
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    tuned = _forward(pipe.transformer)
+    assert (tuned - base).abs().max() > 1e-2  # the adapter matters, so its scale is measurable
+    save_lora(pipe.transformer, tmp_path / "lora")
+
+    plain = StableDiffusion3Pipeline.from_pretrained(tiny_pipeline_dir)
+    plain.load_lora_weights(str(tmp_path / "lora"))
+    config = plain.transformer.peft_config["default_0"]
+    assert (config.r, config.lora_alpha) == (4, 8)
+    torch.testing.assert_close(_forward(plain.transformer), tuned, rtol=1e-4, atol=1e-5)
+
+
 def test_lora_target_typo_is_refused(tiny_pipeline_dir, params):
     from diffusers import SD3Transformer2DModel
 

@@ -48,16 +48,19 @@ def fake_lora(path, seed: int) -> str:
     return str(path)
 
 
-def evaluation(jpeg: float) -> dict:
+def evaluation(jpeg: float, base_jpeg: float = -5.0) -> dict:
+    """An evaluation's metrics.json: the trained model scored `jpeg`, the base model `base_jpeg`."""
     stats = {"jpeg_compressibility": {"mean": jpeg, "sem": 0.01}, "hpsv2": {"mean": 0.2, "sem": None}}
-    return {"n_prompts": len(PROMPTS), "base": stats, "trained": stats}
+    base = {**stats, "jpeg_compressibility": {"mean": base_jpeg, "sem": 0.01}}
+    return {"n_prompts": len(PROMPTS), "base": base, "trained": stats}
 
 
-def register(params, lora_dir, jpeg: float, prompts=PROMPTS):
-    """Register `lora_dir` as if a training run had produced it and the evaluation scored `jpeg`."""
+def register(params, lora_dir, jpeg: float, prompts=PROMPTS, base_jpeg: float = -5.0):
+    """Register `lora_dir` as if a training run had produced it and the evaluation scored `jpeg` (the base model:
+    `base_jpeg`)."""
     client, run_id = tracking.start_run(params, "test")
     p = dataclasses.replace(params, eval=dataclasses.replace(params.eval, lora=str(lora_dir)))
-    return register_lora(client, p, run_id, evaluation(jpeg), list(prompts))
+    return register_lora(client, p, run_id, evaluation(jpeg, base_jpeg), list(prompts))
 
 
 def test_the_same_weights_make_one_version_and_candidate_follows_the_newest(params, tmp_path):
@@ -105,6 +108,26 @@ def test_champion_moves_only_to_a_better_version_or_when_forced_with_a_reason(pa
     assert better.promoted and (better.version, better.previous) == ("3", "2")
     assert str(client.get_model_version_by_alias(params.tracking.model_name, "champion").version) == "3"
     assert promote(client, params).message == "version 3 is already the champion"
+
+
+def test_the_first_champion_must_beat_the_base_model_or_be_forced(params, tmp_path):
+    client = tracking.get_client(params.tracking)
+    name = params.tracking.model_name
+    register(params, fake_lora(tmp_path / "v1", 1), -3.0, base_jpeg=-3.0)  # trained no better than the base
+    tie = promote(client, params)
+    assert not tie.promoted and tie.previous is None
+    assert "does not beat the base model's -3" in tie.message
+    assert client.get_model_version(name, "1").tags["eval_base.jpeg_compressibility"] == repr(-3.0)
+    forced = promote(client, params, force=True, reason="the base is the bar to clear later")
+    assert forced.promoted and forced.message.startswith("forced")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    fresh = dataclasses.replace(params, tracking=dataclasses.replace(params.tracking, model_name=name + "-b"))
+    register(fresh, fake_lora(tmp_path / "w1", 2), -3.0, base_jpeg=-3.2)
+    margin = dataclasses.replace(fresh, tracking=dataclasses.replace(fresh.tracking, min_improvement=0.5))
+    assert not promote(client, margin).promoted  # better than the base, but not by the margin
+    first = promote(client, fresh)
+    assert first.promoted and "beats the base model's -3.2" in first.message
 
 
 def test_evaluations_on_other_prompts_are_not_compared(params, tmp_path):

@@ -39,7 +39,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return torch.rand(3, 3, 48, 40, generator=g)  # not square and not the model's size: resize + crop happen
+    return torch.rand(3, 3, 48, 40, generator=g)  # not square and not the model's size: resize + crop or pad happen
 
 
 @pytest.fixture(scope="module")
@@ -86,33 +86,43 @@ def test_model_loads_once(rewards, images):
     assert rewards["hpsv2"]._model is model
 
 
-def test_hps_parity_with_the_hpsv2_package(folder, images, hpsv2_open_clip):
-    """Same tiny weights, same PIL images: our HPSv2.1 equals `hpsv2.img_score.score(..., hps_version="v2.1")`.
+@pytest.mark.parametrize("height, width", [(64, 64), (80, 80), (96, 80), (48, 40), (40, 72)],
+                         ids=["square-model-size", "square", "portrait-down", "portrait-up", "landscape-up"])
+def test_hps_parity_with_the_hpsv2_package(folder, hpsv2_open_clip, monkeypatch, height, width):
+    """Same tiny weights, same PIL images: our HPSv2.1 equals `hpsv2.img_score.score(..., hps_version="v2.1")`, with
+    the model and transform that `img_score.initialize_model` builds (its own arguments, `light_augmentation=True`:
+    resize the longer side, pad), on square and non-square images (the tiny model is 64 px).
 
-    (On the CPU to 1e-6. On a CUDA device hpsv2 scores under fp16 autocast: ours differs by ~2e-4 with
+    (On the CPU to 1e-5. On a CUDA device hpsv2 scores under fp16 autocast: ours differs by ~2e-4 with
     reward.dtype float16, ~4e-4 in float32, measured on an H100; HPS values differ between models by ~1e-2.)"""
     import hpsv2.img_score as img_score
 
-    hps_open_clip = hpsv2_open_clip
-
     files = stand_ins.ensure_stand_in("hpsv2", folder)
     checkpoint = folder / "hps_format.pt"  # the HPS release format: torch.save({'state_dict': ...})
-    stand_ins.build_tiny_clip(stand_ins.tiny_clip_config(folder), checkpoint, stand_ins.SEEDS["hpsv2"])
+    if not checkpoint.exists():
+        stand_ins.build_tiny_clip(stand_ins.tiny_clip_config(folder), checkpoint, stand_ins.SEEDS["hpsv2"])
     ours = HPSv2Reward(model=files["model"], checkpoint=str(checkpoint), device="cpu")
-    # hpsv2 builds ViT-H-14 with a pretrained tag it downloads; seed its model cache with the tiny architecture
-    # (its own vendored open_clip), then let score() load the checkpoint into it as it always does
-    hps_open_clip.add_model_config(files["model"])
-    model, _, preprocess_val = hps_open_clip.create_model_and_transforms(
-        "tiny-clip", None, precision="amp", device=img_score.device, output_dict=True)
-    img_score.model_dict.update(model=model, preprocess_val=preprocess_val)
-    try:
-        pils = [Image.fromarray((im * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()) for im in images]
-        for pil, prompt in zip(pils, PROMPTS, strict=True):
-            theirs = img_score.score([pil], prompt, cp=str(checkpoint), hps_version="v2.1")
-            tol = 1e-6 if img_score.device == "cpu" else 1e-3  # hpsv2 autocasts to fp16 on CUDA
-            assert ours([pil], [prompt]).item() == pytest.approx(float(np.float32(theirs[0])), abs=tol)
-    finally:
-        img_score.model_dict.clear()
+    # hpsv2 builds ViT-H-14 with a pretrained tag that it downloads: let its own initialize_model() run with all of
+    # its arguments, swapping only the architecture for the tiny one (in its vendored open_clip) and the tag for none
+    hpsv2_open_clip.add_model_config(files["model"])
+    build = img_score.create_model_and_transforms
+
+    def tiny(model_name, pretrained, **kwargs):
+        assert (model_name, pretrained) == ("ViT-H-14", "laion2B-s32B-b79K"), "hpsv2 changed how it builds HPS"
+        return build("tiny-clip", None, **kwargs)
+
+    monkeypatch.setattr(img_score, "create_model_and_transforms", tiny)
+    monkeypatch.setattr(img_score, "model_dict", {})
+    g = torch.Generator().manual_seed(height * 1000 + width)
+    pils = [Image.fromarray((torch.rand(height, width, 3, generator=g) * 255).round().to(torch.uint8).numpy())
+            for _ in PROMPTS]
+    tol = 1e-5 if img_score.device == "cpu" else 1e-3  # hpsv2 autocasts to fp16 on CUDA
+    for pil, prompt in zip(pils, PROMPTS, strict=True):
+        theirs = img_score.score([pil], prompt, cp=str(checkpoint), hps_version="v2.1")
+        assert ours([pil], [prompt]).item() == pytest.approx(float(np.float32(theirs[0])), abs=tol)
+    # and a tensor batch scores as its 8-bit PIL images do
+    batch = torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1) / 255 for p in pils])
+    torch.testing.assert_close(ours(batch, PROMPTS), ours(pils, PROMPTS), rtol=0, atol=1e-6)
 
 
 def test_vit_h_14_state_dict_matches_hpsv2s(hpsv2_open_clip):

@@ -15,6 +15,7 @@ from treegrpo.config import ParamsError, load_params
 from treegrpo.config.tracking import TrackingParams
 
 pytestmark = pytest.mark.integration
+KEY = "0123456789abcdef-40"  # a RunIdentity.key: the training run's trajectory and end
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def _metrics(client, run_id, key):
 
 
 def test_one_run_per_training_with_every_iteration_params_and_provenance(params):
-    with tracking.training_run(params) as log_fn:
+    with tracking.training_run(params, KEY) as log_fn:
         for it in range(3):
             log_fn({"reward_mean": it / 10, "loss": 1.0 - it, "skipped": True}, it)  # a bool is not a metric
     record = json.loads((Path(params.train.output_dir) / tracking.RUN_FILE).read_text())
@@ -84,34 +85,60 @@ def test_one_run_per_training_with_every_iteration_params_and_provenance(params)
     assert len(tags["git_commit"]) == 40 and tags["mlflow.source.name"] == "treegrpo train"
 
 
-def test_a_crashed_run_is_reopened_only_with_the_same_params(params):
-    with pytest.raises(RuntimeError, match="boom"), tracking.training_run(params) as log_fn:
+def test_a_run_is_reopened_only_by_the_same_training_run(params):
+    with pytest.raises(RuntimeError, match="boom"), tracking.training_run(params, KEY) as log_fn:
         log_fn({"reward_mean": 0.5}, 0)
         raise RuntimeError("boom")
     client = tracking.get_client(params.tracking)
     first = tracking.read_run_file(params.train.output_dir)["run_id"]
     assert client.get_run(first).info.status == "FAILED"
+    assert client.get_run(first).data.tags[tracking.RUN_KEY_TAG] == KEY
 
-    with tracking.training_run(params) as log_fn:  # `dvc repro` again after the crash: the same run goes on
+    with tracking.training_run(params, KEY) as log_fn:  # `dvc repro` again after the crash: the same run goes on
         log_fn({"reward_mean": 0.6}, 1)
     assert tracking.read_run_file(params.train.output_dir)["run_id"] == first
     assert client.get_run(first).info.status == "FINISHED"
     assert _metrics(client, first, "reward_mean") == [(0, 0.5), (1, 0.6)]
 
-    with tracking.training_run(params) as log_fn:  # finished: a new training is a new run
+    # finished, then re-run (DVC re-runs the stage, the trainer resumes the final checkpoint) with a setting that
+    # does not change the training run: the same run, the new value tagged (MLflow params cannot change)
+    resumed = dataclasses.replace(params, train=dataclasses.replace(params.train, checkpoint_every=5))
+    with tracking.training_run(resumed, KEY):
+        pass
+    assert tracking.read_run_file(params.train.output_dir)["run_id"] == first
+    run = client.get_run(first)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_with.train.checkpoint_every"] == "5"
+
+    with tracking.training_run(params, "0123456789abcdef-4"):  # another end: another LoRA, another run
         pass
     second = tracking.read_run_file(params.train.output_dir)["run_id"]
     assert second != first
     client.update_run(second, status="FAILED")
-    changed = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=7))
-    with tracking.training_run(changed):  # other params: never appended to the crashed run
+    with tracking.training_run(params, "fedcba9876543210-4"):  # another trajectory: never appended to it
         pass
-    assert tracking.read_run_file(params.train.output_dir)["run_id"] not in (first, second)
+    third = tracking.read_run_file(params.train.output_dir)["run_id"]
+    assert third not in (first, second)
+    client.delete_run(third)
+    with tracking.training_run(params, "fedcba9876543210-4"):  # a deleted run is not reopened
+        pass
+    assert tracking.read_run_file(params.train.output_dir)["run_id"] != third
+
+
+def test_the_iterations_before_a_resume_point_are_logged_from_history_json(params):
+    """A new run that starts at a resume point (another end of the same trajectory) gets the earlier figures."""
+    out = Path(params.train.output_dir)
+    out.mkdir(parents=True)
+    (out / "history.json").write_text(json.dumps([{"iteration": i, "reward_mean": i / 10} for i in range(3)]))
+    with tracking.training_run(params, KEY) as log_fn:
+        log_fn({"reward_mean": 0.2}, 2)  # the trainer logs what it runs
+    run_id = tracking.read_run_file(out)["run_id"]
+    client = tracking.get_client(params.tracking)
+    assert _metrics(client, run_id, "reward_mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
 
 
 def test_only_the_main_process_talks_to_mlflow(params, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    with tracking.training_run(params) as log_fn:
+    with tracking.training_run(params, KEY) as log_fn:
         assert log_fn is None
     assert tracking.read_run_file(params.train.output_dir) is None
 
@@ -131,7 +158,7 @@ def test_a_dead_tracking_server_does_not_stop_training(params, monkeypatch, capl
 def test_training_files_become_run_artifacts_and_a_dead_server_only_warns(params, tmp_path, monkeypatch, caplog):
     grid = tmp_path / "iteration_000010.png"
     grid.write_bytes(b"png")
-    with tracking.training_run(params) as log_fn:
+    with tracking.training_run(params, KEY) as log_fn:
         log_fn.log_file(grid, 9)
     client = tracking.get_client(params.tracking)
     run_id = tracking.read_run_file(params.train.output_dir)["run_id"]
@@ -157,3 +184,41 @@ def test_reward_curves_are_a_png(tmp_path):
     assert tracking.curve_keys(history) == ["reward_jpeg_compressibility_mean"]
     path = tracking.plot_history(history, tmp_path / "curve.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_treegrpo_train_keeps_one_mlflow_run_per_training_run(tiny_pipeline_dir, store, tmp_path, monkeypatch):
+    """`treegrpo train` again after it finished (what `dvc repro` does when an unrelated dep changed) resumes the
+    final checkpoint and reopens its MLflow run; fewer iterations or another learning rate train another LoRA: a new
+    run, whose metric history has exactly the iterations of that LoRA."""
+    import argparse
+
+    from tests.conftest import make_params
+    from treegrpo.cli.train import run as train
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "out"
+    (tmp_path / "prompts.txt").write_text("a red car\na blue boat\n")
+
+    def run_id(**over) -> str:
+        _, raw = make_params(tiny_pipeline_dir, out, model__device="cpu", tracking__uri=store,
+                             reward__weights={"jpeg_compressibility": 1.0}, train__prompts_per_iteration=1,
+                             train__checkpoint_every=1, train__keep_checkpoints=1, sampler__branching=2,
+                             sampler__depth=1, **over)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        assert train(argparse.Namespace(params=str(tmp_path / "params.yaml"), prompts=str(tmp_path / "prompts.txt"))) \
+            == 0
+        return tracking.read_run_file(out)["run_id"]
+
+    client = tracking.get_client(TrackingParams(uri=store, experiment="treegrpo", model_name="m",
+                                                primary_reward="jpeg_compressibility", min_improvement=0.0,
+                                                output_dir=str(tmp_path)))
+    first = run_id(train__iterations=3)
+    assert run_id(train__iterations=3) == first  # the final checkpoint resumed: the same run
+    assert client.get_run(first).info.status == "FINISHED"
+    assert [step for step, _ in _metrics(client, first, "reward_mean")] == [0, 1, 2]
+    shorter = run_id(train__iterations=2)  # started over (keep_checkpoints=1 left only ckpt-000003)
+    assert shorter != first
+    assert [step for step, _ in _metrics(client, shorter, "reward_mean")] == [0, 1]
+    assert run_id(train__iterations=2) == shorter
+    assert run_id(train__iterations=2, train__learning_rate=1e-3) not in (first, shorter)

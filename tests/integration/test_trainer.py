@@ -40,6 +40,13 @@ def test_one_iteration_is_on_policy_and_counts_what_it_did(tiny_pipeline_dir, tm
                 "start_memory_mb", "grad_norm",
                 "clip_fraction", "approx_kl", "ratio_min", "ratio_max", "loss", "reward_jpeg_compressibility_std"):
         assert key in last, key
+    # is the tree carrying signal: a ratio of stds within [0, 1], ESS between 1 and k = 3, one spread per level
+    assert 0.0 <= last["tree/tie_fraction"] <= 1.0
+    assert 0.0 < last["tree/reward_std_min"] <= last["tree/reward_std_mean"]
+    assert 1.0 <= last["tree/backup_ess_min"] <= last["tree/backup_ess_mean"] <= 3.0 + 1e-9
+    levels = sorted(k for k in last if k.startswith("tree/adv_std_level_"))
+    assert levels == [f"tree/adv_std_level_{i}" for i in range(3)]
+    assert history[0]["tree/tie_fraction"] == last["tree/tie_fraction"]
 
 
 def test_sample_grids_every_sample_every_iterations_go_to_artifact_fn(tiny_pipeline_dir, tmp_path):
@@ -58,7 +65,7 @@ def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_pat
     changed: started over, the stale checkpoints removed."""
     import shutil
 
-    from treegrpo import trainer as trainer_module
+    from treegrpo import run_identity
 
     out = tmp_path / "out"
 
@@ -79,7 +86,7 @@ def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_pat
     assert json.loads((out / "metrics.json").read_text())["iterations_done"] == 2
     assert setup(train__iterations=3, train__sample_every=5).start_iteration == 2  # longer, other grids: resumed
 
-    monkeypatch.setattr(trainer_module, "_TRAINING_CODE", (*trainer_module._TRAINING_CODE, "treegrpo.grids"))
+    monkeypatch.setattr(run_identity, "TRAINING_CODE", (*run_identity.TRAINING_CODE, "treegrpo.grids"))
     assert setup(train__iterations=3).start_iteration == 0  # other training code: starts over
     assert not any((out / "checkpoints").iterdir())  # and the stale checkpoints are gone
     monkeypatch.undo()
@@ -94,6 +101,46 @@ def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_pat
     tokenizer = model / "tokenizer_3" / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text() + "\n")  # a rebuilt model under the same path
     assert setup(model=model, train__iterations=2).start_iteration == 0
+
+
+def _lora_of(out):
+    from safetensors.torch import load_file
+
+    return load_file(out / "lora" / "pytorch_lora_weights.safetensors")
+
+
+@pytest.mark.parametrize("keep", [5, 1])
+def test_fewer_iterations_than_a_longer_run_give_the_shorter_runs_lora(tiny_pipeline_dir, tmp_path, keep, caplog):
+    """After 4 iterations, `train.iterations: 2` never answers with the 4-iteration model: it resumes the same run's
+    checkpoint at 2 (kept), or starts over (keep_checkpoints=1 deleted it); either way it makes the LoRA and the
+    history of a fresh 2-iteration run, and the longer run's checkpoint stays."""
+
+    def run(out, iterations):
+        params, _ = make_params(tiny_pipeline_dir, out, reward__weights={"jpeg_compressibility": 1.0},
+                                model__device="cpu", train__checkpoint_every=2, train__keep_checkpoints=keep,
+                                train__prompts_per_iteration=1, sampler__branching=2, sampler__depth=1,
+                                train__iterations=iterations)
+        tr = TreeGRPOTrainer(params, PROMPTS, {"jpeg_compressibility": JpegCompressibility()})
+        tr.train()
+        return tr
+
+    run(tmp_path / "fresh", 2)
+    run(tmp_path / "out", 4)
+    longer = _lora_of(tmp_path / "out")
+    shorter = run(tmp_path / "out", 2)
+    assert shorter.start_iteration == (2 if keep > 1 else 0)
+    assert "ends before ckpt-000004" in caplog.text
+    assert ("resuming ckpt-000002" if keep > 1 else "starting over") in caplog.text
+    a, b = _lora_of(tmp_path / "fresh"), _lora_of(tmp_path / "out")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7, msg=key)
+    assert any(not torch.equal(longer[k], a[k]) for k in a)  # the 4-iteration model differs: the check can fail
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r["iteration"] for r in history] == [0, 1]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["iterations_done"] == 2
+    names = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert names == ["ckpt-000002", "ckpt-000004"]  # this run's final one, and the longer run's, kept
 
 
 class Flaky:

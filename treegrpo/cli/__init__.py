@@ -16,8 +16,8 @@ from treegrpo.config import ParamsError
 from treegrpo.errors import UserError
 
 # module name under treegrpo.cli, in the order the pipeline runs
-COMMANDS = ["build_model", "profile", "ingest", "validate", "fetch", "train", "evaluate", "register", "promote",
-            "bench"]
+COMMANDS = ["check", "build_model", "world", "pretrain", "profile", "ingest", "validate", "fetch", "train",
+            "evaluate", "register", "promote", "bench"]
 
 
 def make_parser() -> argparse.ArgumentParser:

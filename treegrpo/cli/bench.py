@@ -9,6 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 PARTS = ("cost", "learning", "ablations")
+DEFAULT_OUT = "outputs/bench"  # gitignored; the work folder (outputs/bench/work) sits beside the results
 
 
 def _csv(kind):
@@ -44,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reward", default="jpeg_compressibility", help="the reward trained and evaluated "
                    "(default jpeg_compressibility: weight-free, learns on the tiny model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    p.add_argument("--out", help="results folder (default benchmarks/results/<size>)")
+    p.add_argument("--out", help=f"results folder (default {DEFAULT_OUT}/<size>, untracked; the tracked results "
+                   "under benchmarks/results/ are written only when named here)")
     p.add_argument("--model-dir", help="the benchmark's pipeline (default models/bench-<size>; built if missing)")
     p.add_argument("--params", default="params.yaml", help="base params file (default params.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -56,6 +58,12 @@ def add_parser(sub) -> None:
                    help="cost: run every algorithm in this process (default: a fresh process each, so peak memory "
                    "is its own)")
     p.set_defaults(func=run)
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """`--out`, or `outputs/bench/<size>`: outside git (outputs/ is ignored), so a plain `treegrpo bench` never
+    overwrites the committed results in benchmarks/results/."""
+    return Path(args.out) if args.out else Path(DEFAULT_OUT) / args.size
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     setup = BenchSetup(args.size, model_dir, base, args.device, args.reward, args.prompts_per_iteration,
                        _overrides(args.set), args.threads)
     setup.apply_threads()
-    out = Path(args.out or f"benchmarks/results/{args.size}")
+    out = output_dir(args)
     work = Path("outputs/bench/work")
     train_prompts, eval_prompts = suite.load_prompt_sets(base)
     parts = {}

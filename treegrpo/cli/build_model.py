@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         "SD3.5-architecture pipeline with tokenizers made offline, and save it where tiny_model.path says.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--size", choices=["tiny", "small"], help="override tiny_model.size")
+    p.add_argument("--size", choices=["tiny", "small", "world"], help="override tiny_model.size")
     p.add_argument("--out", help="override tiny_model.path")
     p.set_defaults(func=run)
 

@@ -1,4 +1,5 @@
-"""`treegrpo promote`: move alias champion to a registered version if it beats the champion (or --force --reason)."""
+"""`treegrpo promote`: move alias champion to a registered version if it beats the champion (the first: the base
+model) on the primary reward, or with --force --reason."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def add_parser(sub) -> None:
         help="move alias champion to the candidate if it beats the champion on tracking.primary_reward",
         description="Compare a registered version (default: alias candidate) with the current champion on "
         "tracking.primary_reward (the trained model's evaluation mean, same eval set) and move alias `champion` to "
-        "it only if it is better by more than tracking.min_improvement. --force --reason TEXT promotes anyway. The "
+        "it only if it is better by more than tracking.min_improvement; with no champion yet, the version must beat "
+        "the base model's mean in the same evaluation. --force --reason TEXT promotes anyway. The "
         "decision is recorded as version tags (promoted_at, promotion_reason, promotion_forced, previous_champion). "
         "Exit status: 0 promoted (or already champion), 1 refused.",
     )

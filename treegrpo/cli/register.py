@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
 def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
     """metrics.json of the evaluation, history.json of training, and the evaluated prompts (in order)."""
     from treegrpo.errors import UserError
+    from treegrpo.evaluation import read_scores, scored_prompts
 
     eval_dir, train_dir = Path(params.eval.output_dir), Path(params.train.output_dir)
     for path in (eval_dir / "metrics.json", eval_dir / "scores.jsonl", train_dir / "history.json"):
@@ -34,9 +35,7 @@ def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
             raise UserError(f"{path}: missing; run the pipeline up to evaluate first (`dvc repro evaluate`)")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     history = json.loads((train_dir / "history.json").read_text())
-    rows = [json.loads(line) for line in (eval_dir / "scores.jsonl").read_text().splitlines() if line.strip()]
-    first = rows[0]["model"] if rows else None
-    prompts = [r["prompt"] for r in sorted((r for r in rows if r["model"] == first), key=lambda r: r["index"])]
+    prompts = scored_prompts(read_scores(eval_dir / "scores.jsonl"))
     return metrics, history, prompts
 
 

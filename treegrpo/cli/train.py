@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "reward.weights. Writes {train.output_dir}/lora (diffusers LoRA format), metrics.json, history.json, "
         "checkpoints/, samples/ (leaf-image grids every train.sample_every iterations, also MLflow artifacts) and "
         "mlflow_run.json (the MLflow run, in tracking.uri, that every iteration is logged to); "
-        "started again with the same params it resumes from the newest complete checkpoint (and its MLflow run). "
+        "started again with the same params it resumes from the newest complete checkpoint at or below "
+        "train.iterations (and its MLflow run). "
         "Multi-GPU: `accelerate launch -m treegrpo train`.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -49,19 +50,29 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_train_prompts(params.data.validated_dir, args.prompts)
     rewards = build_rewards(params.reward)
 
-    # the MLflow run (main process only); the trainer sees nothing but log_fn
-    with training_run(params) as mlflow_log:
-        def log_fn(metrics: dict[str, float], iteration: int) -> None:
-            log.info("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
-            if mlflow_log is not None:
-                mlflow_log(metrics, iteration)
+    mlflow = {"log": None}  # the MLflow run's logger once the run is open; the trainer sees nothing but log_fn
 
-        trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn,
-                                  artifact_fn=mlflow_log.log_file if mlflow_log is not None else None)
+    def log_fn(metrics: dict[str, float], iteration: int) -> None:
+        log.info("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+        if mlflow["log"] is not None:
+            mlflow["log"](metrics, iteration)
+
+    def artifact_fn(path: Path, iteration: int) -> None:
+        if mlflow["log"] is not None:
+            mlflow["log"].log_file(path, iteration)
+
+    trainer = TreeGRPOTrainer(params, prompts, rewards, log_fn=log_fn, artifact_fn=artifact_fn)
+    # model, LoRA and resume point first: a start that fails here (an unreachable model.pretrained) opens no MLflow
+    # run and leaves mlflow_run.json naming the run a resume reopens
+    trainer.setup()
+    # the MLflow run of this training run (main process only)
+    with training_run(params, trainer.identity.key) as logger:
+        mlflow["log"] = logger
         last = trainer.train()
     lora = Path(params.train.output_dir) / "lora"
     if last:
         print(f"trained {params.train.iterations} iterations; reward_mean {last['reward_mean']:.4f}; LoRA at {lora}")
-    else:  # resumed from the final checkpoint: nothing left to run
-        print(f"already trained ({params.train.iterations} iterations, final checkpoint resumed); LoRA at {lora}")
+    else:  # resumed from this run's final checkpoint (at exactly train.iterations): nothing left to run
+        print(f"already trained ({params.train.iterations} iterations: the checkpoint at iteration "
+              f"{params.train.iterations} resumed); LoRA at {lora}")
     return 0

@@ -15,15 +15,16 @@ from treegrpo.config.baselines import BaselineParams
 from treegrpo.config.data import DataParams
 from treegrpo.config.eval import EvalParams
 from treegrpo.config.model import LoraParams, ModelParams, TinyModelParams
+from treegrpo.config.pretrain import PretrainParams
 from treegrpo.config.reward import RewardParams
 from treegrpo.config.sampler import SamplerParams, WindowParams
 from treegrpo.config.tracking import TrackingParams
 from treegrpo.config.train import TrainParams
 
 __all__ = [
-    "BaselineParams", "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError", "RewardParams",
-    "SamplerParams", "TinyModelParams", "TrackingParams", "TrainParams", "WindowParams", "build", "check",
-    "load_params", "to_dict",
+    "BaselineParams", "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError",
+    "PretrainParams", "RewardParams", "SamplerParams", "TinyModelParams", "TrackingParams", "TrainParams",
+    "WindowParams", "build", "check", "load_params", "to_dict",
 ]
 
 
@@ -33,6 +34,7 @@ class Params:
 
     tiny_model: TinyModelParams
     model: ModelParams
+    pretrain: PretrainParams
     lora: LoraParams
     sampler: SamplerParams
     reward: RewardParams

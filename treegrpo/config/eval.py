@@ -1,7 +1,8 @@
 """The `eval` section: `treegrpo evaluate`, the base model against the trained LoRA on held-out prompts.
 
 Sampling uses the ODE (noise 0) at `sampler.num_inference_steps` and `sampler.guidance_scale`, at
-`model.resolution`; prompt i of the eval set gets seed `seed + i`, the same for both models.
+`model.resolution`; sample j of prompt i of the eval set gets seed `seed + i * samples_per_prompt + j`, the same
+for both models.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class EvalParams:
     rewards: list[str]
     lora: str | None
     num_prompts: int
+    samples_per_prompt: int
     seed: int
     batch_size: int
     grid_prompts: int
@@ -30,6 +32,8 @@ class EvalParams:
         if self.lora is not None:
             check(bool(self.lora.strip()), "eval.lora", self.lora, "must be a LoRA folder, or null for the base only")
         check(self.num_prompts >= 0, "eval.num_prompts", self.num_prompts, "must be >= 0 (0: every eval prompt)")
+        check(self.samples_per_prompt >= 1, "eval.samples_per_prompt", self.samples_per_prompt,
+              "must be >= 1 (images per prompt; a prompt's score is their mean)")
         check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "must be >= 1 (prompts per pipeline call)")
         check(self.grid_prompts >= 1, "eval.grid_prompts", self.grid_prompts, "must be >= 1 (rows of the image grid)")
         check(bool(self.output_dir.strip()), "eval.output_dir", self.output_dir, "must be a folder path")

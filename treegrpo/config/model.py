@@ -14,7 +14,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 class TinyModelParams:
     """What `treegrpo build-tiny-model` builds: an SD3.5-architecture pipeline with random weights."""
 
-    size: Literal["tiny", "small"]
+    size: Literal["tiny", "small", "world"]
     seed: int
     path: str
 

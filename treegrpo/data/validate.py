@@ -5,7 +5,8 @@ columns the suite expects on (`clip_tokens`, `splits_per_prompt`), and runs `Pro
 `validated_dir`:
 - `report.json` and `report.txt`: every expectation's outcome; for each failure its counts and first offending rows
   (file, row, provenance, value truncated);
-- `data_docs/index.html`: GX's Data Docs;
+- `data_docs/index.html`: GX's Data Docs (they carry each run's time, so `.dvcignore` keeps them out of DVC's hash
+  of the folder: the same prompts give the same stage output);
 - on success: `train.parquet` and `eval.parquet` (the ingested columns, clean rows only);
 - with `on_failure: quarantine`: `quarantine.parquet` (the rows that failed a row-level expectation, with the
   failed checks named). Training then proceeds on the clean rows, provided they pass the whole suite on a second run

@@ -53,13 +53,24 @@ def set_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Ten
 
 
 def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
-    """Write the adapter in the diffusers LoRA format (`pytorch_lora_weights.safetensors`) to folder `path`."""
+    """Write the adapter in the diffusers LoRA format (`pytorch_lora_weights.safetensors`) to folder `path`.
+
+    The adapter's peft config (rank, alpha, targets) goes into the file's `lora_adapter_metadata`, as diffusers'
+    training scripts save it: without it `load_lora_weights` infers the rank from the weights and takes alpha = rank,
+    so a LoRA trained with alpha != rank would come back at rank / alpha of its strength.
+    """
     from diffusers import StableDiffusion3Pipeline
 
     path = Path(path)
     StableDiffusion3Pipeline.save_lora_weights(path, transformer_lora_layers=lora_state_dict(transformer),
+                                               transformer_lora_adapter_metadata=lora_config(transformer),
                                                safe_serialization=True)
     return path
+
+
+def lora_config(transformer: torch.nn.Module) -> dict:
+    """The adapter's peft `LoraConfig` as a dict (what diffusers' `_collate_lora_metadata` takes for a module)."""
+    return transformer.peft_config[ADAPTER].to_dict()
 
 
 def load_lora(pipe, path: str | Path) -> None:

@@ -9,6 +9,8 @@ a pickled reward travels without its model and reloads it where it lands.
   local path or `hf://owner/repo/file`. With `reward.stand_in_dir` set they load tiny random-weight stand-ins
   instead, built in that folder through the same loaders (for CPU runs; every report labels them).
 - `jpeg_compressibility`, `color_fraction`: weight-free, for the embedded default and the benchmarks.
+- `composition`, `composition_accuracy`: weight-free checks of the world's prompts (`treegrpo.world`): the fraction
+  of a prompt's constraints an image meets (objects, counts, colours, positions), and the strict all-met 0/1.
 
 This module is light on purpose (the config imports `REWARD_NAMES` to check `reward.weights` at load time): the
 classes, the registry `REWARDS` and the factories live in `treegrpo.rewards.registry`.
@@ -16,6 +18,6 @@ classes, the registry `REWARDS` and the factories live in `treegrpo.rewards.regi
 
 # the paper's four, in the column order of its Table 1
 PAPER_REWARDS = ("hpsv2", "image_reward", "aesthetic", "clip_score")
-WEIGHT_FREE_REWARDS = ("jpeg_compressibility", "color_fraction")
+WEIGHT_FREE_REWARDS = ("jpeg_compressibility", "color_fraction", "composition", "composition_accuracy")
 # every name `treegrpo.rewards.registry.REWARDS` maps (a test keeps the two equal)
 REWARD_NAMES = PAPER_REWARDS + WEIGHT_FREE_REWARDS

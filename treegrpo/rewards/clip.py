@@ -3,14 +3,18 @@
 - HPSv2.1: open_clip ViT-H-14 with the HPS_v2.1 checkpoint; the score is the cosine of the L2-normalised image and
   text features, no logit scale (~0.27-0.38 on SD3.5 images). hpsv2's own `img_score.score` is the reference (a test
   checks equality on the same weights); we do not call it because it reloads the checkpoint on every call and
-  builds the model with a pretrained tag that it downloads. Its image transform converts to a tensor *before*
-  resizing (torch's antialiased bicubic on floats), unlike open_clip 3's (PIL's resize); we use its order.
+  builds the model with a pretrained tag that it downloads. Its image transform (`img_score` builds it with
+  `light_augmentation=True`) converts to a tensor, scales the *longer* side to the model's size (torch's antialiased
+  bicubic on floats) and pads the shorter one with black; open_clip 3's nearest transform ('longest' resize mode)
+  resizes in PIL instead, and hpsv2's own cannot be imported without tkinter (its factory imports `turtle`), so
+  `LongestSidePad` restates it (a test checks equality with the package on square and non-square images).
 - CLIPScore: the same cosine (x 1, no clamp) with open_clip ViT-H-14-378 DFN5B by default.
 - Aesthetic: the LAION "improved aesthetic predictor" MLP (768-1024-128-64-16-1, no activations) on the
   L2-normalised CLIP ViT-L/14 image features (~5.9-6.5).
 
-Images are rounded to 8 bits (as a saved PNG) and go through the reference package's validation transform (resize,
-centre crop, normalise), so a score equals what the packages give for the same saved image.
+Images are rounded to 8 bits (as a saved PNG) and go through the reference package's validation transform (HPSv2:
+resize the longer side and pad; CLIPScore, aesthetic: open_clip's resize and centre crop; then normalise), so a score
+equals what the packages give for the same saved image.
 Notation: N images, D CLIP embedding width.
 """
 
@@ -108,19 +112,36 @@ def text_features(clip: OpenClip, prompts: Sequence[str], dtype: str) -> Tensor:
     return nn.functional.normalize(feats.float(), dim=-1)
 
 
-def tensor_first_transform(preprocess_cfg: dict[str, Any]):
-    """hpsv2's validation transform: PIL -> tensor, then resize the shorter side (bicubic, antialiased), centre
-    crop, normalise. Sizes, mean and std from the open_clip model's `visual.preprocess_cfg`."""
+class LongestSidePad:
+    """hpsv2's `ResizeMaxSize`: scale a (3, h, w) image so its longer side is `size` (bicubic, antialiased, the other
+    side rounded as hpsv2 rounds it), then pad with 0 (black, before normalising) to (3, size, size), centred, the odd
+    pixel right and bottom. (hpsv2 skips the pad when the longer side is already `size`, which then fails in the
+    model for a non-square image; here it pads.)"""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Tensor) -> Tensor:
+        import torchvision.transforms.functional as TF
+
+        height, width = image.shape[-2:]
+        scale = self.size / float(max(height, width))
+        if scale != 1.0:
+            shape = [round(height * scale), round(width * scale)]
+            image = TF.resize(image, shape, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        pad_h, pad_w = self.size - image.shape[-2], self.size - image.shape[-1]
+        return TF.pad(image, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=0)
+
+
+def hpsv2_transform(preprocess_cfg: dict[str, Any]):
+    """hpsv2's validation transform (`light_augmentation=True`, as `hpsv2.img_score` builds it): PIL -> tensor, the
+    longer side resized to the model's size and the shorter padded (`LongestSidePad`), normalise. Size, mean and std
+    from the open_clip model's `visual.preprocess_cfg`."""
     from torchvision import transforms as T
 
     size = preprocess_cfg["size"]
     size = size[0] if isinstance(size, tuple | list) else size
-    return T.Compose([
-        T.ToTensor(),
-        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.CenterCrop(size),
-        T.Normalize(preprocess_cfg["mean"], preprocess_cfg["std"]),
-    ])
+    return T.Compose([T.ToTensor(), LongestSidePad(size), T.Normalize(preprocess_cfg["mean"], preprocess_cfg["std"])])
 
 
 class ClipCosineReward(LazyModelReward):
@@ -157,7 +178,7 @@ class HPSv2Reward(ClipCosineReward):
 
     def _load(self) -> OpenClip:
         clip = super()._load()
-        return clip._replace(preprocess=tensor_first_transform(clip.model.visual.preprocess_cfg))
+        return clip._replace(preprocess=hpsv2_transform(clip.model.visual.preprocess_cfg))
 
 
 class ClipScoreReward(ClipCosineReward):

@@ -11,6 +11,7 @@ from treegrpo.errors import UserError
 from treegrpo.rewards import PAPER_REWARDS, REWARD_NAMES
 from treegrpo.rewards.base import Reward
 from treegrpo.rewards.clip import AestheticReward, ClipScoreReward, HPSv2Reward
+from treegrpo.rewards.composition import Composition, CompositionAccuracy
 from treegrpo.rewards.image_reward import ImageRewardReward
 from treegrpo.rewards.weight_free import ColorFraction, JpegCompressibility
 
@@ -23,6 +24,8 @@ REWARDS: dict[str, type] = {
     "clip_score": ClipScoreReward,
     "jpeg_compressibility": JpegCompressibility,
     "color_fraction": ColorFraction,
+    "composition": Composition,
+    "composition_accuracy": CompositionAccuracy,
 }
 assert tuple(REWARDS) == REWARD_NAMES, "treegrpo.rewards.REWARD_NAMES must list the registry, in order"
 
