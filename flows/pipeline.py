@@ -30,7 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from treegrpo.config import Params, load_params, parse_params, read_yaml
 
-STAGES = ("check", "build_model", "ingest", "validate", "train", "evaluate", "register")
+DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 # retries per stage: idempotent I/O only (ingest downloads, register calls the registry); training never
 RETRIES = {"ingest": 2, "register": 3}
 FETCH_BEFORE = "train"  # the stage whose models `treegrpo fetch` downloads and loads first
@@ -126,19 +126,32 @@ def push_cache() -> None:
     run_command(_dvc("push"), "dvc push")
 
 
-def stage_output(stage: str, params: Params) -> str:
-    """The path a stage's result is read from downstream (its main `outs` in dvc.yaml)."""
-    from treegrpo.cli.check import PASSED
+def dvc_stages(dvc_yaml: Path = DVC_YAML) -> dict[str, Any]:
+    """dvc.yaml's stages, name -> definition, in the order the pipeline runs them (the one list of stages)."""
+    return read_yaml(dvc_yaml.read_text(), str(dvc_yaml))["stages"]
 
-    return {
-        "check": PASSED,
-        "build_model": params.tiny_model.path,
-        "ingest": params.data.ingested_dir,
-        "validate": params.data.validated_dir,
-        "train": str(Path(params.train.output_dir) / "lora"),
-        "evaluate": str(Path(params.eval.output_dir) / "table.md"),
-        "register": str(Path(params.tracking.output_dir) / "registered.json"),
-    }[stage]
+
+def _interpolate(text: str, params: Params) -> str:
+    """dvc.yaml's `${section.key}` references, resolved against `params`."""
+    import re
+
+    from treegrpo.config import to_dict
+
+    plain = to_dict(params)
+
+    def value(match: re.Match) -> str:
+        node: Any = plain
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+
+    return re.sub(r"\$\{([^}]+)\}", value, text)
+
+
+def stage_output(stage: str, params: Params, dvc_yaml: Path = DVC_YAML) -> str:
+    """The path a stage's result is read from downstream: the first of its `outs` in dvc.yaml, resolved."""
+    first = dvc_stages(dvc_yaml)[stage]["outs"][0]
+    return _interpolate(first if isinstance(first, str) else next(iter(first)), params)
 
 
 def run_stage(stage: str, params_path: str) -> str:
@@ -189,7 +202,7 @@ def treegrpo(overrides: dict[str, Any] | None = None, pull: bool = True, push: b
         if not state.is_completed():
             get_run_logger().warning("dvc pull failed; every stage whose outputs are missing will run")
     outputs = {}
-    for stage in STAGES:
+    for stage in dvc_stages():
         if stage == FETCH_BEFORE:
             fetch_models(params_path)
         outputs[stage] = stage_task(stage)(stage, params_path)

@@ -20,6 +20,8 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PROMPTS = REPO.parent / "shared" / "data" / "hpdv2" / "prompts_test.txt"
+# the bundled HPDv2-style sample with a hash split: what the data tests read (params.yaml reads the world's files)
+SAMPLE_DATA = {"source": "local", "path": "data/sample/prompts.jsonl", "eval_source": "split", "eval_path": None}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,7 +42,10 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 
 
 def make_params(tiny_dir: Path, out_dir: Path, **overrides):
-    """params.yaml as shipped, pointed at `tiny_dir` and `out_dir`, with dotted overrides (`train__iterations=2`)."""
+    """params.yaml as shipped, pointed at `tiny_dir` and `out_dir`, with dotted overrides (`train__iterations=2`).
+
+    The reward is JPEG compressibility unless overridden: these tests train the tiny random-weight model on prompts
+    outside the world's grammar, which the shipped `composition` reward refuses."""
     import yaml
 
     from treegrpo.config import parse_params
@@ -48,6 +53,7 @@ def make_params(tiny_dir: Path, out_dir: Path, **overrides):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["model"]["pretrained"] = str(tiny_dir)
     raw["train"]["output_dir"] = str(out_dir)
+    raw["reward"]["weights"] = {"jpeg_compressibility": 1.0}
     for dotted, value in overrides.items():
         *path, last = dotted.split("__")
         node = raw

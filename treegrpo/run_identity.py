@@ -40,7 +40,9 @@ def training_code(rewards: Mapping[str, Any] | Iterable[Any] = ()) -> tuple[str,
     """`TRAINING_CODE` and the project modules that define the given rewards (name -> reward, rewards or their
     classes)."""
     objects = rewards.values() if isinstance(rewards, Mapping) else rewards
-    modules = {(r if isinstance(r, type) else type(r)).__module__ for r in objects}
+    classes = [r if isinstance(r, type) else type(r) for r in objects]
+    # a reward's own module, and the project modules it names as deciding its scores (`code_modules`)
+    modules = {m for cls in classes for m in (cls.__module__, *getattr(cls, "code_modules", ()))}
     extra = sorted(m for m in modules if m.startswith("treegrpo."))
     return TRAINING_CODE + tuple(m for m in extra if m not in TRAINING_CODE)
 

@@ -25,8 +25,9 @@ from tests.conftest import REPO
 BIN = Path(sys.executable).parent
 # small enough for 2 CPU cores, the same code paths as the embedded default (the stand-in reward models of the
 # evaluation are covered by tests/integration/test_evaluate.py)
-FAST = {"train.iterations": 2, "eval.num_prompts": 4, "eval.grid_prompts": 2,
-        "eval.rewards": ["jpeg_compressibility", "color_fraction"]}
+FAST = {"train.iterations": 2, "eval.num_prompts": 4, "eval.grid_prompts": 2, "eval.samples_per_prompt": 1,
+        "eval.rewards": ["composition", "jpeg_compressibility"], "pretrain.vae_steps": 2, "pretrain.steps": 2,
+        "pretrain.images_per_prompt": 1}
 
 
 def e2e_env(**extra: str) -> dict[str, str]:

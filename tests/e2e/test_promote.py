@@ -40,6 +40,7 @@ def fake_outputs(work, name: str, jpeg: float, seed: int) -> str:
     raw["train"]["output_dir"], raw["eval"]["output_dir"] = str(root / "train"), str(root / "eval")
     raw["eval"]["lora"], raw["tracking"]["output_dir"] = str(root / "train" / "lora"), str(root / "register")
     raw["eval"]["rewards"] = ["jpeg_compressibility", "color_fraction"]
+    raw["tracking"]["primary_reward"] = "jpeg_compressibility"
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return str(root / "params.yaml")
 

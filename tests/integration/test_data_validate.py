@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import SAMPLE_DATA
 from treegrpo.config import build
 from treegrpo.config.data import DataParams
 from treegrpo.data import load_prompts
@@ -38,7 +39,7 @@ BAD_EVAL = [CLEAN_TRAIN[1]]           # eval 6: also train row 1
 
 
 def data_params(tmp_path: Path, **overrides) -> DataParams:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+    raw = {**yaml.safe_load((REPO / "params.yaml").read_text())["data"], **SAMPLE_DATA}
     raw.update(path=str(REPO / raw["path"]), ingested_dir=str(tmp_path / "ingested"),
                validated_dir=str(tmp_path / "validated"))
     raw.update(overrides)

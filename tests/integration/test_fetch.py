@@ -20,20 +20,23 @@ def params(tiny_pipeline_dir, tmp_path):
     p = load_params(REPO / "params.yaml")
     return dataclasses.replace(
         p, model=dataclasses.replace(p.model, pretrained=str(tiny_pipeline_dir), device="cpu"),
+        eval=dataclasses.replace(p.eval, rewards=["hpsv2", "image_reward", "aesthetic", "clip_score",
+                                                  "jpeg_compressibility", "color_fraction"]),
         reward=dataclasses.replace(p.reward, stand_in_dir=str(tmp_path / "stand-ins"), device="cpu"))
 
 
 def test_every_training_and_evaluation_reward_is_loaded_once(params):
-    assert reward_names(params) == ["jpeg_compressibility", "hpsv2", "image_reward", "aesthetic", "clip_score",
-                                    "color_fraction"]  # training's first, each once
+    assert reward_names(params) == ["composition", "hpsv2", "image_reward", "aesthetic", "clip_score",
+                                    "jpeg_compressibility", "color_fraction"]  # training's first, each once
     done = {f.what: f.status for f in fetch(params)}
     assert done == {
         "base model": "local folder",
-        "reward jpeg_compressibility": "weight-free: nothing to fetch",
+        "reward composition": "weight-free: nothing to fetch",
         "reward hpsv2": "loaded (tiny random-weight stand-in)",
         "reward image_reward": "loaded (tiny random-weight stand-in)",
         "reward aesthetic": "loaded (tiny random-weight stand-in)",
         "reward clip_score": "loaded (tiny random-weight stand-in)",
+        "reward jpeg_compressibility": "weight-free: nothing to fetch",
         "reward color_fraction": "weight-free: nothing to fetch",
     }
 

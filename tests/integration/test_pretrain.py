@@ -43,6 +43,19 @@ def _weights(pipe) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v for name in ("vae", "transformer") for k, v in getattr(pipe, name).state_dict().items()}
 
 
+def test_world_transformer_has_one_token_per_latent_pixel(world_dir):
+    """A 64 px image has 8x8 latents; patch size 2 made 16 tokens of 16x16 px (one token per object: the pretrained
+    model drew blobs), patch size 1 makes 64 of 8x8 px. `tiny` and `small` keep patch size 2."""
+    from diffusers import SD3Transformer2DModel
+
+    from treegrpo.models.tiny import SPECS
+
+    transformer = SD3Transformer2DModel.from_pretrained(world_dir / "transformer")
+    tokens = transformer.pos_embed(torch.zeros(1, 16, 8, 8))  # (1, tokens, inner)
+    assert tokens.shape == (1, 64, SPECS["world"].heads * SPECS["world"].head_dim)
+    assert SPECS["tiny"].patch_size == SPECS["small"].patch_size == 2
+
+
 def test_same_seed_same_weights_other_seed_other_weights(world_dir):
     (a, ra), (b, _) = _pretrained(world_dir), _pretrained(world_dir)
     wa, wb = _weights(a), _weights(b)

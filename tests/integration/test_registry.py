@@ -37,7 +37,8 @@ def params(store, tmp_path, monkeypatch):
     return dataclasses.replace(
         p, train=dataclasses.replace(p.train, output_dir=str(tmp_path / "train")),
         eval=dataclasses.replace(p.eval, lora=str(tmp_path / "lora"), output_dir=str(tmp_path / "eval")),
-        tracking=dataclasses.replace(p.tracking, uri=store, model_name=name, output_dir=str(tmp_path / "reg")))
+        tracking=dataclasses.replace(p.tracking, uri=store, model_name=name, output_dir=str(tmp_path / "reg"),
+                                     primary_reward="jpeg_compressibility"))  # what evaluation() scores
 
 
 def fake_lora(path, seed: int) -> str:

@@ -49,7 +49,7 @@ def test_params_are_flattened_with_the_params_yaml_keys(params):
     assert set(flat) == set(_leaf_keys(raw))
     assert flat["train.learning_rate"] == "0.01" and flat["sampler.branching"] == "3"
     assert json.loads(flat["lora.target_modules"])[0] == "attn.to_q"
-    assert json.loads(flat["reward.weights"]) == {"jpeg_compressibility": 1.0}
+    assert json.loads(flat["reward.weights"]) == {"composition": 1.0}
 
 
 def test_credentials_stay_out_of_params_yaml_and_of_logged_params(params, monkeypatch):

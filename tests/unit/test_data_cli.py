@@ -7,14 +7,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import SAMPLE_DATA
 from treegrpo.cli import main, make_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+
+
 def params_file(tmp_path: Path, **data) -> Path:
-    """The repository's params.yaml with the data section's outputs under tmp_path and `data` applied."""
+    """The repository's params.yaml reading the bundled sample, the data section's outputs under tmp_path and `data`
+    applied."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(SAMPLE_DATA)
     raw["data"].update(ingested_dir=str(tmp_path / "ingested"), validated_dir=str(tmp_path / "validated"), **data)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

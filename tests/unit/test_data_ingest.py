@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import SAMPLE_DATA
 from treegrpo.config import ParamsError, build
 from treegrpo.config.data import DataParams
 from treegrpo.data import load_prompts
@@ -21,9 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "hpdv2" / "prompts_test.txt"
 
 
+
+
 def data_params(tmp_path: Path, **overrides) -> DataParams:
-    """params.yaml's data section, with its outputs under tmp_path and `overrides` applied."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+    """params.yaml's data section on the bundled sample, with its outputs under tmp_path and `overrides` applied."""
+    raw = {**yaml.safe_load((REPO / "params.yaml").read_text())["data"], **SAMPLE_DATA}
     raw.update(path=str(REPO / raw["path"]), ingested_dir=str(tmp_path / "ingested"),
                validated_dir=str(tmp_path / "validated"))
     raw.update(overrides)
@@ -42,8 +45,10 @@ def prompts(params: DataParams, split: str) -> list[str]:
 
 def test_params_yaml_data_section_is_the_embedded_default():
     params = build(DataParams, yaml.safe_load((REPO / "params.yaml").read_text())["data"], "data")
-    assert (params.source, params.eval_source, params.on_failure) == ("local", "split", "fail")
-    assert (REPO / params.path).is_file()
+    # the world's two files (written by the `world` stage), with no second split of them
+    assert (params.source, params.eval_source, params.on_failure) == ("local", "local", "fail")
+    assert (params.path, params.eval_path) == ("data/world/train.jsonl", "data/world/heldout.jsonl")
+    assert (REPO / SAMPLE_DATA["path"]).is_file()  # the bundled sample stays for the tests above and users
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -70,8 +70,9 @@ def test_bad_reward_and_eval_values_name_the_key(raw, dotted, value):
 
 
 def test_embedded_default_trains_on_weight_free_rewards(params):
-    assert set(params.reward.weights) <= {"jpeg_compressibility", "color_fraction"}
-    assert params.eval.rewards[:4] == PAPER_REWARDS
+    assert set(params.reward.weights) == {"composition"}  # the world's reward
+    assert tuple(params.eval.rewards[:2]) == ("composition_accuracy", "composition")
+    assert tuple(params.eval.rewards[2:6]) == PAPER_REWARDS  # the paper's four, on stand-ins here
 
 
 def test_build_reward_unknown_name_lists_registry(params):

@@ -5,7 +5,7 @@ cost the trained LoRA, metrics.json and history.json. The DVC stage `check` runs
 its output): it loads params.yaml with the strict loader (every section, every range), then checks what needs no
 model loading and no network:
 - `model.pretrained`: a local folder exists and is a diffusers pipeline; a hub id is in the Hugging Face cache when
-  the hub is offline (HF_HUB_OFFLINE=1); `tiny_model.path` is left to the `build_model` stage that makes it;
+  the hub is offline (HF_HUB_OFFLINE=1); `tiny_model.path` and `pretrain.output` are left to the stages that make them;
 - the weight files of the rewards that `reward.weights` and `eval.rewards` name (real weights only, not the stand-ins
   of `reward.stand_in_dir`): local files exist, `hf://` files are cached when the hub is offline;
 - `data.path` (and `data.eval_path` for `eval_source: local`) exist when the source is local.
@@ -53,12 +53,13 @@ def _cached(repo: str, filename: str, revision: str | None = None) -> bool:
 
 
 def check_base_model(params) -> None:
-    """`model.pretrained`: a diffusers folder, a cached hub id when offline, or the folder `build_model` makes."""
+    """`model.pretrained`: a diffusers folder, a cached hub id when offline, or a folder a later stage makes
+    (`build_model`: tiny_model.path; `pretrain`: pretrain.output)."""
     from treegrpo.models.pipeline import local_folder
 
     source = params.model.pretrained
-    if Path(source) == Path(params.tiny_model.path):
-        return  # the build_model stage (downstream of this one) builds it
+    if Path(source) in (Path(params.tiny_model.path), Path(params.pretrain.output)):
+        return  # the build_model or pretrain stage (downstream of this one) makes it
     if local_folder(source) is None and _offline() and not _cached(source, "model_index.json",
                                                                    params.model.revision):
         raise UserError(f"model.pretrained={source!r}: no such local folder, and no hub model of that id in the "
@@ -89,12 +90,15 @@ def check_reward_files(params) -> None:
 
 
 def check_prompt_sources(params) -> None:
-    """The local prompt file or folder that `treegrpo ingest` reads."""
+    """The local prompt file or folder that `treegrpo ingest` reads (unless the `world` stage writes it)."""
     d = params.data
     paths = [("data.path", d.path)] if d.source == "local" else []
     if d.eval_source == "local":
         paths.append(("data.eval_path", d.eval_path))
+    made = Path(params.world.output_dir).resolve()  # the world stage (downstream of this one) writes these
     for where, path in paths:
+        if made in Path(path).expanduser().resolve().parents:
+            continue
         if not Path(path).expanduser().exists():
             raise UserError(f"{where}={path!r}: no such file or folder (data.source local reads it); "
                             "data/sample/prompts.jsonl is the bundled sample")

@@ -1,11 +1,11 @@
-"""`treegrpo world`: write the world's prompt files, the train split to `data.path` and the held-out compositions to
-`data.eval_path` (the DVC stage `world`, before `ingest`).
+"""`treegrpo world`: write the world's prompt files (the DVC stage `world`, before `ingest`):
+`{world.output_dir}/train.jsonl` (the train split) and `{world.output_dir}/heldout.jsonl` (the held-out
+compositions).
 
 Each file is JSONL, one record per line, `{"prompt": ..., "category": ...}` in sorted prompt order, which
-`treegrpo ingest` reads like any other local source (the category becomes the `style` column). The split is fixed in
-`treegrpo.world.split`; the data section says where the files go, so it needs `data.source: local`,
-`data.eval_source: local` and `.jsonl` paths. A file already there that does not hold world prompts (the bundled
-sample, say) is never overwritten.
+`treegrpo ingest` reads like any other local source (the category becomes the `style` column) when `data.path` and
+`data.eval_path` point there (`data.source: local`, `data.eval_source: local`: the embedded default). The split is
+fixed in `treegrpo.world.split`. A file already there that does not hold world prompts is never overwritten.
 """
 
 from __future__ import annotations
@@ -16,33 +16,22 @@ import os
 from pathlib import Path
 
 from treegrpo.config import load_params
-from treegrpo.config.data import DataParams
+from treegrpo.config.world import SPLIT_FILES, WorldParams
 from treegrpo.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "world", help="write the world's train and held-out prompt files where the data section says (DVC stage "
-        "`world`)", description=__doc__,
+        "world", help="write the world's train and held-out prompt files to world.output_dir (DVC stage `world`)",
+        description=__doc__,
     )
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.set_defaults(func=run)
 
 
-def targets(data: DataParams) -> dict[str, Path]:
-    """split -> the file it is written to, after checking the data section points at local JSONL files."""
-    if data.source != "local" or data.eval_source != "local":
-        raise UserError(f"data.source={data.source!r}, data.eval_source={data.eval_source!r}: the world's prompts "
-                        "are local files; set both to 'local', data.path to data/world/train.jsonl and "
-                        "data.eval_path to data/world/heldout.jsonl")
-    paths = {"train": Path(data.path), "heldout": Path(data.eval_path)}
-    for key, path in zip(("data.path", "data.eval_path"), paths.values(), strict=True):
-        if path.suffix != ".jsonl":
-            raise UserError(f"{key}={str(path)!r}: the world writes JSONL; use a .jsonl path such as "
-                            f"data/world/{'train' if key == 'data.path' else 'heldout'}.jsonl")
-    if paths["train"].resolve() == paths["heldout"].resolve():
-        raise UserError(f"data.path and data.eval_path are both {paths['train']}: give the splits two files")
-    return paths
+def targets(world: WorldParams) -> dict[str, Path]:
+    """split -> the file it is written to."""
+    return {split: Path(world.output_dir) / name for split, name in SPLIT_FILES.items()}
 
 
 def _check_overwritable(path: Path) -> None:
@@ -57,15 +46,14 @@ def _check_overwritable(path: Path) -> None:
         parse_prompt(first.prompt)
     except (UserError, StopIteration):
         raise UserError(f"{path}: already holds prompts that are not the world's; refusing to overwrite it. Point "
-                        "data.path / data.eval_path at new files, e.g. data/world/train.jsonl and "
-                        "data/world/heldout.jsonl") from None
+                        "world.output_dir at another folder, e.g. data/world") from None
 
 
-def write_world(data: DataParams) -> dict[str, int]:
+def write_world(world: WorldParams) -> dict[str, int]:
     """Write both splits (module docstring); returns split -> number of prompts written."""
     from treegrpo.world.split import world_scenes
 
-    paths = targets(data)
+    paths = targets(world)
     for path in paths.values():
         _check_overwritable(path)
     counts = {}
@@ -81,8 +69,9 @@ def write_world(data: DataParams) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = load_params(args.params).data
-    counts = write_world(data)
-    print(f"wrote the world's prompts: {counts['train']} train -> {data.path}, {counts['heldout']} held-out "
-          f"compositions -> {data.eval_path}")
+    world = load_params(args.params).world
+    counts = write_world(world)
+    paths = targets(world)
+    print(f"wrote the world's prompts: {counts['train']} train -> {paths['train']}, {counts['heldout']} held-out "
+          f"compositions -> {paths['heldout']}")
     return 0

@@ -20,11 +20,12 @@ from treegrpo.config.reward import RewardParams
 from treegrpo.config.sampler import SamplerParams, WindowParams
 from treegrpo.config.tracking import TrackingParams
 from treegrpo.config.train import TrainParams
+from treegrpo.config.world import WorldParams
 
 __all__ = [
     "BaselineParams", "DataParams", "EvalParams", "LoraParams", "ModelParams", "Params", "ParamsError",
     "PretrainParams", "RewardParams", "SamplerParams", "TinyModelParams", "TrackingParams", "TrainParams",
-    "WindowParams", "build", "check", "load_params", "to_dict",
+    "WindowParams", "WorldParams", "build", "check", "load_params", "to_dict",
 ]
 
 
@@ -33,6 +34,7 @@ class Params:
     """Every section of params.yaml."""
 
     tiny_model: TinyModelParams
+    world: WorldParams
     model: ModelParams
     pretrain: PretrainParams
     lora: LoraParams

@@ -245,6 +245,7 @@ class Composition:
 
     stand_in = False
     strict = False
+    code_modules = ("treegrpo.world.grammar",)  # the parser decides the constraints (training's fingerprint)
 
     def __call__(self, images: Images, prompts: Sequence[str]) -> Tensor:
         check_batch(images, prompts)
