@@ -10,13 +10,12 @@ around training. A Markdown artifact sums up each run: the evaluation table and 
 
     prefect deployment run treegrpo/train --param overrides='{"train.iterations": 2}'
 
-`overrides` are dotted params.yaml keys, validated like params.yaml and written into it with comments kept, as
-`dvc exp run -S` does (the working copy then shows them in `git diff params.yaml`).
+`overrides` are dotted params.yaml keys, validated like params.yaml and written into it the way `treegrpo profile`
+writes (only the changed values' lines; the working copy then shows them, and nothing else, in `git diff params.yaml`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -71,29 +70,20 @@ def _treegrpo(*args: str) -> list[str]:
 
 
 def set_params(text: str, overrides: dict[str, Any]) -> str:
-    """params.yaml's `text` with dotted `overrides` set (comments kept), validated; raises on an unknown key."""
-    from ruamel.yaml import YAML
+    """params.yaml's `text` with dotted `overrides` set, validated; raises on an unknown key.
 
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 119
-    rt.representer.add_representer(  # keep `null` spelled out (ruamel writes an empty value)
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    doc = rt.load(text)
-    for dotted, value in overrides.items():
-        *path, last = dotted.split(".")
-        node = doc
-        for key in path:
-            if not isinstance(node, dict) or key not in node:
-                raise ValueError(f"overrides: {dotted!r} is not a params.yaml key (no section {key!r})")
-            node = node[key]
-        if not isinstance(node, dict) or last not in node:
+    The writer `treegrpo profile` uses (`treegrpo.config.edit`): only the lines of values that change are rewritten
+    (their comments, which described the old values, dropped), so `git diff params.yaml` shows exactly the overrides.
+    """
+    from treegrpo.config.edit import parse_entries, set_values
+
+    known = parse_entries(text)
+    for dotted in overrides:
+        if dotted not in known:
             raise ValueError(f"overrides: {dotted!r} is not a params.yaml key; dotted keys, e.g. train.iterations")
-        node[last] = value
-    out = io.StringIO()
-    rt.dump(doc, out)
-    parse_params(read_yaml(out.getvalue()), "params.yaml with the flow's overrides")
-    return out.getvalue()
+    out = set_values(text, overrides)
+    parse_params(read_yaml(out), "params.yaml with the flow's overrides")
+    return out
 
 
 @task(name="apply overrides")

@@ -3,7 +3,8 @@
 - `register_lora` logs the LoRA folder as a pyfunc model (`LoraText2Image`: prompts in, images out) in the training
   run and registers it under `tracking.model_name`, tagged with the run, the evaluation means, the eval-set key and
   the params hash; alias `candidate` moves to it. The LoRA's content hash is a version tag, so registering the same
-  weights again finds that version instead of making a second one.
+  weights again finds that version instead of making a second one. Its description (`version_description`) says at
+  a glance what it is: the algorithm and its shape, the base model, the reward, the iterations, the eval table.
 - `promote` moves alias `champion` to a version only if its evaluation beats the current champion's on
   `tracking.primary_reward` (same eval set) -- the first champion must beat the base model's evaluation (same
   prompts and seeds) -- or when forced with a reason; the decision is recorded as version tags.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from treegrpo.config import Params, to_dict
 from treegrpo.errors import UserError
@@ -88,6 +91,39 @@ def version_tags(params: Params, run_id: str, digest: str, metrics: dict, key: s
     return tags
 
 
+DESCRIPTION_LIMIT = 5000  # characters MLflow's SQL stores keep of a version's description
+
+
+def version_description(params: Params, metrics: dict, table: str | None = None) -> str:
+    """Markdown for a registered version's page: what was trained, on what, how long, and the evaluation table.
+
+    Args:
+        params: all of params.yaml.
+        metrics: the evaluation's metrics.json.
+        table: the evaluation's table.md (its first tables kept when the whole would not fit `DESCRIPTION_LIMIT`).
+    """
+    t, s, m = params.train, params.sampler, params.model
+    shape = (f"k={s.branching}, d={s.depth}, window {s.window.strategy}" if t.algorithm == "treegrpo"
+             else f"group {params.baselines.group_size}")
+    reward = ", ".join(f"{name} ({weight:g})" for name, weight in params.reward.weights.items())
+    lines = [f"**{t.algorithm}** LoRA (rank {params.lora.rank}) on `{m.pretrained}`, {m.resolution} px, "
+             f"{s.num_inference_steps} steps, CFG {s.guidance_scale:g}; {shape}.",
+             "",
+             f"- reward: {reward}",
+             f"- {t.iterations} iterations of {t.prompts_per_iteration} prompts, learning rate {t.learning_rate:g}",
+             f"- evaluated on {metrics.get('n_prompts', '?')} prompts; promotion compares "
+             f"`{params.tracking.primary_reward}`"]
+    head = "\n".join(lines) + "\n"
+    if not table:
+        return head
+    room = DESCRIPTION_LIMIT - len(head) - 100
+    body = re.sub(r"^#+ (.+)$", r"**\1**", table.strip(), flags=re.M)  # its title in bold, not a page heading
+    if len(body) > room:  # whole tables only: cut at the last blank line that fits
+        cut = body.rfind("\n\n", 0, room)
+        body = body[: cut if cut > 0 else room].rstrip() + "\n\n(the rest: the run's eval/table.md artifact)"
+    return f"{head}\n{body}\n"
+
+
 def find_version(client, name: str, digest: str):
     """The version of `name` whose LoRA has this content hash, or None."""
     found = client.search_model_versions(f"name = '{name}' and tags.lora_sha256 = '{digest}'")
@@ -143,7 +179,8 @@ def log_model(params: Params, run_id: str, lora_dir: Path):
     return info
 
 
-def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: list[str]) -> Registered:
+def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: list[str],
+                  table: str | None = None) -> Registered:
     """Register `eval.lora` (the trained LoRA) with its evaluation; move alias `candidate` to it.
 
     Args:
@@ -152,6 +189,7 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
         run_id: the training run (the model is logged in it).
         metrics: the evaluation's metrics.json (with a `trained` entry).
         prompts: the eval prompts, in order (they key the eval set).
+        table: the evaluation's table.md, for the version's description.
     Returns:
         the version; `created` is False when these weights were registered before.
     """
@@ -162,6 +200,7 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
     lora_dir = Path(params.eval.lora or Path(params.train.output_dir) / "lora")
     name, digest = params.tracking.model_name, lora_digest(lora_dir)
     tags = version_tags(params, run_id, digest, metrics, eval_key(params, prompts), provenance_tags(params))
+    description = version_description(params, metrics, table)
     exists = bool(client.search_registered_models(f"name = '{name}'"))
     existing = find_version(client, name, digest) if exists else None
     if existing is not None:
@@ -169,6 +208,7 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
         for key, value in tags.items():  # same weights: the newest evaluation of them
             if key != "run_id":
                 client.set_model_version_tag(name, version, key, value)
+        client.update_model_version(name, version, description=description)
         log.info("registry: %s version %s already holds these weights (sha256 %s)", name, version, digest[:12])
     else:
         info = log_model(params, run_id, lora_dir)
@@ -176,7 +216,8 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
             client.create_registered_model(name, description="A TreeGRPO LoRA on the base model named in each "
                                            f"version's base_model tag: mlflow.pyfunc.load_model('models:/{name}@"
                                            f"{CHAMPION}').predict(['a red cat']) returns images")
-        mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+        mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id,
+                                         description=description)
         version, created = str(mv.version), True
         log.info("registry: registered %s version %s", name, version)
     client.set_registered_model_alias(name, CANDIDATE, version)
@@ -288,7 +329,9 @@ class LoraText2Image(mlflow.pyfunc.PythonModel):
         load_lora(self.pipe, context.artifacts["lora"])
         self.pipe.set_progress_bar_config(disable=True)
 
-    def predict(self, context, model_input, params=None):
+    # the annotation is what MLflow hands `predict` under `signature()`'s column schema; one MLflow infers no schema
+    # from, so it does not warn "Add type hints to the `predict` method" when this class is defined
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         import numpy as np
         import torch
 

@@ -5,7 +5,15 @@ reopens the one of the same training run: the same `treegrpo.run_identity.RunIde
 `dvc repro` re-runs a finished training), logs every params.yaml key flattened (`train.learning_rate`), tags it with
 the run key, the git commit, the `dvc.lock` hash and a params hash, and hands back a `MetricLogger` to call from
 `log_fn`. The run id goes to `{train.output_dir}/mlflow_run.json`, where `treegrpo register` finds it to log the
-evaluation and the model. Only the main process (RANK 0 under `accelerate launch`) talks to MLflow.
+evaluation and the model. Only the main process (RANK 0 under `accelerate launch`) talks to MLflow. The experiment
+is tagged as a model-training one (`EXPERIMENT_KIND`); MLflow 3.17's UI opens experiments on its GenAI (traces)
+overview all the same unless its switch says "Model training", so `treegrpo train` logs a link that does (`ui_url`).
+
+Names: history.json keeps the trainer's figure names (DVC and the benchmark read them); MLflow gets them grouped by
+prefix (`metric_name`: `reward/...`, `rl/...`, `tree/...`, `time/...`, `sampler/...`, `system/...`), so a run's
+charts come in sections, reward first. The figures fixed by the run's shape (`CONSTANT`: images, EffGrp, edges
+trained, ...) are logged once, as `shape.*` params, not as flat charts; an iteration where one differs logs it as a
+`shape/...` metric, so nothing is lost.
 
 Nothing here runs at import: the tracking URI is chosen per call (`tracking_uri`), never set globally at import.
 """
@@ -34,6 +42,21 @@ ENV_URI = "MLFLOW_TRACKING_URI"
 RUN_FILE = "mlflow_run.json"
 REDACTED = "<redacted>"
 RUN_KEY_TAG = "treegrpo.run_key"  # `RunIdentity.key`: which training run an MLflow run records
+# the tag MLflow 3 records an experiment's kind in (custom_model_development | genai_development). MLflow 3.17's UI
+# does not read it: its "GenAI | Model training" switch (default GenAI) or a link's `workflowType` decides (`ui_url`)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# the trainer's figures that its shape fixes for the whole run: logged once, as params `shape.KEY`
+CONSTANT = ("images", "eff_group", "eff_steps", "parents_trained", "edges_trained", "backward_passes")
+CONSTANT_PARAM = "shape."
+# MLflow's run page charts a run's metrics in one section per prefix, sections in alphabetical order (checked in the
+# 3.17 UI): `reward/` first, then `rl/` (the policy update), `sampler/`, `test/` (the evaluation), `time/`, `tree/`;
+# memory goes to `system/`, which MLflow shows on its "System metrics" tab. The trainer's names not set by a rule in
+# `metric_name`:
+NAMES = {"reward_mean": "reward/mean", "loss": "rl/loss", "grad_norm": "rl/grad_norm",
+         "clip_fraction": "rl/clip_fraction", "approx_kl": "rl/approx_kl", "ratio_min": "rl/ratio_min",
+         "ratio_mean": "rl/ratio_mean", "ratio_max": "rl/ratio_max", "first_step_ratio_dev": "rl/first_step_ratio_dev",
+         "skipped_steps": "rl/skipped_steps", "skipped": "rl/skipped", "nfe": "sampler/nfe",
+         "window_start": "sampler/window_start"}
 
 
 def tracking_uri(params: TrackingParams) -> str:
@@ -60,11 +83,78 @@ def get_client(params: TrackingParams):
 
 
 def experiment_id(client, name: str) -> str:
-    """The id of experiment `name`, created if missing."""
+    """The id of experiment `name`, created if missing, tagged a model-training experiment (`EXPERIMENT_KIND`)
+    unless it already says what kind it is."""
+    key, kind = EXPERIMENT_KIND
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags={key: kind})
+    if key not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, key, kind)
+    return experiment.experiment_id
+
+
+UI = "http://127.0.0.1:5000"  # `make mlflow-ui` on the local store
+
+
+def ui_url(params: TrackingParams, experiment: str, run_id: str | None = None) -> str:
+    """A link to the experiment (or a run's charts) in the MLflow UI, on its model-training view: MLflow 3.17's UI
+    opens every experiment on the GenAI view unless its "GenAI | Model training" switch, or this link, says
+    otherwise (the `EXPERIMENT_KIND` tag records the kind, but that UI does not read it)."""
+    uri = redact(tracking_uri(params))
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) and "@" not in uri else UI
+    page = f"runs/{run_id}/model-metrics" if run_id else "runs"
+    return f"{base}/#/experiments/{experiment}/{page}?workflowType=machine_learning"
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of a trainer figure (a history.json key): grouped by prefix, so the UI charts them in sections.
+
+    `reward_hpsv2_mean` -> `reward/hpsv2_mean`, `time_sampling` -> `time/sampling`, `peak_memory_mb` ->
+    `system/peak_memory_mb`, `loss` -> `rl/loss` (`NAMES`); names with a prefix already (`tree/tie_fraction`) stay;
+    any other figure goes to `rl/`.
+    """
+    if "/" in key:
+        return key
+    if key in NAMES:
+        return NAMES[key]
+    for prefix in ("reward", "time"):
+        if key.startswith(prefix + "_"):
+            return f"{prefix}/{key.removeprefix(prefix + '_')}"
+    if key.endswith("_memory_mb"):
+        return f"system/{key}"
+    if key in CONSTANT:
+        return f"shape/{key}"
+    return f"rl/{key}"
+
+
+def split_figures(figures: Mapping[str, Any], constants: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    """One iteration's figures -> (MLflow metrics by `metric_name`, new `shape.*` params to log once).
+
+    Args:
+        figures: the trainer's figures (a history.json record; `iteration` and non-numbers are left out).
+        constants: the run's `shape.*` params logged so far; updated in place with the new ones.
+    Returns:
+        the metrics, and the params to log now. A `CONSTANT` figure equal to its param is not a metric; one that
+        differs from it is (`shape/KEY`), at this iteration.
+    """
+    metrics, new = {}, {}
+    for key, value in figures.items():
+        if key == "iteration" or not _is_number(value):
+            continue
+        if key in CONSTANT:
+            param, text = CONSTANT_PARAM + key, _param_text(value)
+            if param not in constants:
+                constants[param] = new[param] = text
+                continue
+            if constants[param] == text:
+                continue
+        metrics[metric_name(key)] = float(value)
+    return metrics, new
+
+
+def _param_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -130,18 +220,23 @@ class MetricLogger:
     metrics stay in history.json, from which `treegrpo register` backfills the run.
     """
 
-    def __init__(self, params: TrackingParams, run_id: str):
+    def __init__(self, params: TrackingParams, run_id: str, constants: Mapping[str, str] | None = None):
         self.params, self.run_id = params, run_id
+        self.constants = dict(constants or {})  # the run's `shape.*` params (a reopened run has some)
         self._client = None
         self.failures = 0
 
-    def __call__(self, metrics: Mapping[str, float], iteration: int) -> None:
-        from mlflow.entities import Metric
+    def __call__(self, figures: Mapping[str, float], iteration: int) -> None:
+        from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, iteration) for k, v in metrics.items() if _is_number(v)]
-        self._send(lambda client: client.log_batch(self.run_id, metrics=batch),
-                   f"log iteration {iteration}", "history.json keeps it")
+        before = dict(self.constants)
+        metrics, new = split_figures(figures, self.constants)
+        batch = [Metric(k, v, now, iteration) for k, v in metrics.items()]
+        if not self._send(lambda client: client.log_batch(self.run_id, metrics=batch,
+                                                          params=[Param(k, v) for k, v in new.items()]),
+                          f"log iteration {iteration}", "history.json keeps it"):
+            self.constants = before  # logged with a later iteration, or by `treegrpo register`'s backfill
 
     def log_file(self, path: str | Path, iteration: int, folder: str = "samples") -> None:
         """The trainer's `artifact_fn`: a file written during training (a sample grid) as an artifact in
@@ -149,8 +244,9 @@ class MetricLogger:
         self._send(lambda client: client.log_artifact(self.run_id, str(path), artifact_path=folder),
                    f"log {path} at iteration {iteration}", "it stays on disk")
 
-    def _send(self, call, what: str, kept: str) -> None:
-        """`call(client)`; any tracking failure is counted and warned about, never raised (training goes on)."""
+    def _send(self, call, what: str, kept: str) -> bool:
+        """`call(client)`; any tracking failure is counted and warned about, never raised (training goes on).
+        Returns whether the call went through."""
         try:
             if self._client is None:
                 self._client = get_client(self.params)
@@ -158,6 +254,8 @@ class MetricLogger:
         except Exception as err:  # noqa: BLE001 - any tracking failure: keep training, warn
             self.failures += 1
             log.warning("MLflow: could not %s (%s); %s", what, err, kept)
+            return False
+        return True
 
 
 def _is_number(value: Any) -> bool:
@@ -248,10 +346,11 @@ def training_run(params: Params, run_key: str) -> Iterator[MetricLogger | None]:
     record = {"run_id": run_id, "experiment": params.tracking.experiment,
               "tracking_uri": redact(tracking_uri(params.tracking))}
     (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    log.info("MLflow: run %s at %s", run_id, record["tracking_uri"])
+    log.info("MLflow: run %s at %s; its charts: %s", run_id, record["tracking_uri"],
+             ui_url(params.tracking, experiment_id(client, params.tracking.experiment), run_id))
     status = "FAILED"
     try:
-        yield MetricLogger(params.tracking, run_id)
+        yield MetricLogger(params.tracking, run_id, logged_constants(client, run_id))
         _backfill_from_file(client, run_id, out_dir / "history.json")
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -292,34 +391,42 @@ def ensure_run(client, params: Params) -> str:
     return run_id
 
 
+def logged_constants(client, run_id: str) -> dict[str, str]:
+    """The run's `shape.*` params (the figures logged once)."""
+    return {k: v for k, v in client.get_run(run_id).data.params.items() if k.startswith(CONSTANT_PARAM)}
+
+
 def backfill_history(client, run_id: str, history: list[dict[str, float]]) -> int:
-    """Log the iterations of history.json the run lacks (the tracking store was down, or a new run).
+    """Log the iterations of history.json the run lacks (the tracking store was down, or a new run), named and
+    split as `MetricLogger` logs them.
 
     Returns:
         how many iterations were logged.
     """
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
 
-    logged = {m.step for m in client.get_metric_history(run_id, "reward_mean")}
+    logged = {m.step for m in client.get_metric_history(run_id, metric_name("reward_mean"))}
+    constants = logged_constants(client, run_id)
     now = int(time.time() * 1000)
     missing = [r for r in history if r["iteration"] not in logged]
     for record in missing:
-        it = int(record["iteration"])
-        batch = [Metric(k, float(v), now, it) for k, v in record.items() if k != "iteration" and _is_number(v)]
-        client.log_batch(run_id, metrics=batch)
+        metrics, new = split_figures(record, constants)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, int(record["iteration"])) for k, v in metrics.items()],
+                         params=[Param(k, v) for k, v in new.items()])
     return len(missing)
 
 
 def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The evaluation's metrics.json flattened for MLflow: `eval.trained.hpsv2.mean`, `eval.delta.hpsv2`, ..."""
+    """The evaluation's metrics.json flattened for MLflow: `test/trained.hpsv2.mean`, `test/delta.hpsv2`, ... (the
+    held-out evaluation; a `test/` section sorts after `reward/` on MLflow's run page)."""
     flat = {}
     for model in ("base", "trained"):
         for reward, stat in metrics.get(model, {}).items():
             for key in ("mean", "sem"):
                 if _is_number(stat.get(key)) and math.isfinite(stat[key]):
-                    flat[f"eval.{model}.{reward}.{key}"] = float(stat[key])
+                    flat[f"test/{model}.{reward}.{key}"] = float(stat[key])
     for reward, value in metrics.get("delta", {}).items():
-        flat[f"eval.delta.{reward}"] = float(value)
+        flat[f"test/delta.{reward}"] = float(value)
     return flat
 
 

@@ -85,7 +85,7 @@ class TreeGRPOTrainer:
 
         from treegrpo.models.lora import add_lora, lora_parameters
         from treegrpo.models.pipeline import DTYPES, load_pipeline
-        from treegrpo.models.sd3 import latent_shape, scheduler_sigmas
+        from treegrpo.models.sd3 import configure_transformer, latent_shape, scheduler_sigmas
 
         p = self.params
         if self.accelerator is None:
@@ -98,8 +98,8 @@ class TreeGRPOTrainer:
             torch.manual_seed(derive_seed("lora", p.train.seed))
             add_lora(transformer, p.lora)
         cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32 over a bf16 base
-        if p.train.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+        # attention kernel, gradient checkpointing and torch.compile, in place, before DDP wraps the transformer
+        configure_transformer(transformer, p.model.attention_backend, p.model.compile, p.train.gradient_checkpointing)
         params = lora_parameters(transformer)
         for param in params:
             param.requires_grad_(True)
@@ -111,6 +111,7 @@ class TreeGRPOTrainer:
         self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
         self.identity = RunIdentity.of(p, self.prompts, self.rewards)
         self.start_iteration, history = self.resume()
+        self.check_ranks_agree()
         # the figures of the iterations before the resume point come from the checkpoint (DVC deletes the train
         # stage's metrics.json and history.json before it re-runs the stage)
         self.metrics = MetricsWriter(self.out, enabled=acc.is_main_process, history=history)
@@ -141,6 +142,21 @@ class TreeGRPOTrainer:
         if later:
             self.explain_later_checkpoints(later, usable)
         return self.load_resume_point(usable[-1]) if usable else (0, [])
+
+    def check_ranks_agree(self) -> None:
+        """Every rank must start at the same iteration of the same run, or the ranks' collectives fall out of step
+        (a hang): on several nodes, a `train.output_dir` that only node 0 sees, or another checkout elsewhere."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        mine = torch.tensor([[self.start_iteration, int(self.identity.fingerprint[:12], 16)]], device=acc.device)
+        every = acc.gather(mine).cpu()  # (W, 2): start iteration, run fingerprint (48 bits) of each rank
+        if (every != every[0]).any():
+            starts, fingerprints = every[:, 0].tolist(), [f"{f:012x}" for f in every[:, 1].tolist()]
+            raise UserError(f"the {acc.num_processes} ranks disagree on where this run starts (start iterations "
+                            f"{starts}, run fingerprints {fingerprints}, by global rank): every node must see the "
+                            f"same train.output_dir={str(self.out)!r} (a shared filesystem) and run the same checkout "
+                            "and params.yaml")
 
     def explain_later_checkpoints(self, later: list[Path], usable: list[Path]) -> None:
         """Say why a checkpoint past `train.iterations` is not resumed, and what is done instead."""
@@ -177,7 +193,9 @@ class TreeGRPOTrainer:
                    disable=not self.accelerator.is_main_process, desc="train")
         for it in bar:
             last = self.iteration(it)
-            bar.set_postfix(reward=f"{last.get('reward_mean', float('nan')):.4f}")
+            # the figures a person watches (tqdm adds s/it and the ETA); the rest: history.json, MLflow, `-v`
+            bar.set_postfix(reward=f"{last.get('reward_mean', float('nan')):.4f}",
+                            loss=f"{last.get('loss', float('nan')):.3g}")
             if self.accelerator.is_main_process:
                 self.metrics.append(it, last)
                 self.log_fn(last, it)

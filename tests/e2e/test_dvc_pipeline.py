@@ -36,8 +36,8 @@ def test_repro_leaves_a_candidate_and_plots_and_a_second_repro_does_nothing(pipe
     run = client.get_run(mv.run_id)
     assert run.data.params["train.iterations"] == "2" and run.info.status == "FINISHED"
     assert "git_commit" in run.data.tags and run.data.tags["dvc_lock_md5"] != "none"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward_mean")] == [0, 1]
-    assert "eval.trained.jpeg_compressibility.mean" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward/mean")] == [0, 1]
+    assert "test/trained.jpeg_compressibility.mean" in run.data.metrics
     assert {"eval/table.md", "eval/grid.png"} <= {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
 
     again = sh(["dvc", "repro"], repo)

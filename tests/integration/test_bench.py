@@ -11,7 +11,7 @@ from tests.conftest import REPO
 from treegrpo.bench.ablations import run_ablation
 from treegrpo.bench.harness import BenchSetup, bench_params, measure_cost
 from treegrpo.bench.learning import summarise, train_for_budget
-from treegrpo.bench.report import targets, write_outputs
+from treegrpo.bench.report import signal_section, targets, write_outputs
 from treegrpo.core.tree import tree_nfe
 
 pytestmark = pytest.mark.integration
@@ -109,11 +109,70 @@ def test_ablation_reports_effgrp_and_effsteps(setup, tmp_path):
     assert (r["eff_group"], r["eff_steps"]) == (8, 6)  # T k^d = 2 * 4; T (1 + k) = 2 * 3
     assert r["window_starts"] == [0, 1]  # the shifting window moves one step per iteration
     assert r["nfe_per_prompt_mean"] == (2 * tree_nfe(10, 2, 2, 0) + 2 * tree_nfe(10, 2, 2, 1)) / 2
+    # the tree's signal figures, one row per window start the shifting window visited
+    assert [(row["window_start"], row["iterations"]) for row in r["signal"]] == [(0, 1), (1, 1)]
+    assert all(0.0 <= row["tree/tie_fraction"] <= 1.0 for row in r["signal"])
+    text = "\n".join(signal_section({"ablations": {"tables": {"window": [r]}}}))
+    assert "| ablation (window): k=2 d=2 T=2 shifting | 0 | 1 |" in text
+    assert "| ablation (window): k=2 d=2 T=2 shifting | 1 | 1 |" in text
 
 
 def test_targets_report_missing_parts_as_not_measured():
     rows = targets({})
-    assert [r["met"] for r in rows] == [None, None, None, None]
+    assert [r["met"] for r in rows] == [None, None, None, None, None]
+
+
+def test_flops_are_counted_per_call_and_the_same_per_node_for_every_algorithm(cost):
+    """torch's counter on each call shape: a call's FLOPs are linear in its rows (every matmul is), so a node costs
+    the same in TreeGRPO's batches of 1, 2 and 4 nodes as in GRPO's batches of 4 trajectories, and a trained
+    parent (forward + backward) the same in either's micro-batches."""
+    tree, grpo = cost["treegrpo"]["median"], cost["grpo"]["median"]
+    per_node = tree["flops_sampling"] / tree["nfe_counted"]
+    assert per_node > 0 and grpo["flops_sampling"] / grpo["nfe_counted"] == pytest.approx(per_node, rel=1e-9)
+    per_parent = tree["flops_training"] / tree["grad_forwards"]
+    assert per_parent == pytest.approx(grpo["flops_training"] / grpo["grad_forwards"], rel=1e-9)
+    # a backward costs about twice a forward (activation gradients everywhere, weight gradients of LoRA only)
+    assert 2 * per_node < per_parent < 4 * per_node
+    for r in cost["treegrpo"]["iterations"]:
+        assert r["tflops_sampling"] == pytest.approx(r["flops_sampling"] / r["time_sampling"] / 1e12)
+        assert r["tflops_total"] == pytest.approx((r["flops_sampling"] + r["flops_training"])
+                                                  / (r["time_sampling"] + r["time_training"]) / 1e12)
+
+
+def test_cost_keeps_the_tree_signal_of_its_window_start(cost):
+    (row,) = cost["treegrpo"]["signal"]  # one measured iteration, window fixed at s = 2
+    assert (row["window_start"], row["iterations"]) == (2, 1)
+    assert {"tree/reward_std_mean", "tree/tie_fraction", "tree/adv_std_level_0", "tree/adv_std_level_1"} <= set(row)
+    assert 1.0 <= row["tree/backup_ess_min"] <= row["tree/backup_ess_mean"] <= 2.0  # k = 2
+
+
+def _cost_part(cost, device):
+    return {"size": "tiny", "device": device, "command": "treegrpo bench --size tiny", "iterations": 1, "warmup": 0,
+            "results": [cost["treegrpo"], cost["grpo"]]}
+
+
+def test_report_has_tflops_columns_and_mfu_only_with_a_gpu_peak(cost, tmp_path):
+    cpu = {"device": "cpu", "cpu": "test", "cpu_cores": 2, "torch_threads": 1, "torch": "x"}
+    report = (tmp_path / "report.md")
+    write_outputs({"cost": _cost_part(cost, cpu)}, tmp_path)
+    text = report.read_text()
+    assert "## How close to the hardware" in text and "| sampling TFLOP/s | update TFLOP/s |" in text
+    assert "MFU sampling" not in text
+    tree = cost["treegrpo"]["median"]
+    assert f"| treegrpo | {tree['flops_sampling'] / 1e12:.3g} | {tree['flops_training'] / 1e12:.3g} |" in text
+    # the tree signal, per window start
+    assert "## Is the tree carrying signal?" in text and "| cost: treegrpo, window fixed | 2 | 1 |" in text
+
+    gpu = {**cpu, "device": "cuda:0", "gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_gib": 79.2}
+    part = {**_cost_part(cost, gpu), "peak_bf16_tflops": 989.4, "peak_source": "NVIDIA H100 datasheet"}
+    write_outputs({"cost": part}, tmp_path / "gpu")
+    text = (tmp_path / "gpu" / "report.md").read_text()
+    assert "| MFU sampling | MFU update | MFU sampling + update |" in text and "989.4 TFLOP/s" in text
+    mfu = tree["tflops_total"] / 989.4
+    (row,) = [r for r in targets({"cost": part}) if r["key"] == "mfu"]
+    assert row["value"] == pytest.approx(mfu) and row["met"] is False  # a CPU-sized model on an H100's peak
+    metrics = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
+    assert metrics["cost.treegrpo.tflops_total"] == pytest.approx(tree["tflops_total"])
 
 
 def test_bench_is_a_subcommand_with_help(capsys):

@@ -51,7 +51,8 @@ def test_a_reward_file_that_cannot_be_downloaded_names_its_key(params):
 
 def test_base_model_hub_id_offline_and_a_folder_that_is_not_a_pipeline(params, tmp_path):
     hub = dataclasses.replace(params.model, pretrained="stabilityai/stable-diffusion-3.5-medium")
-    with pytest.raises(UserError, match="stable-diffusion-3.5-medium.*could not load it from the hub.*hf auth login"):
+    with pytest.raises(UserError, match="(?s)stable-diffusion-3.5-medium.*could not load it from the hub.*hf auth "
+                                        "login"):
         fetch(dataclasses.replace(params, model=hub), rewards=False)
     empty = tmp_path / "empty"
     empty.mkdir()

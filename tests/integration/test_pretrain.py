@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 SHORT = PretrainParams(
     seed=0, output="unused", images_per_prompt=1, vae_steps=3, vae_batch_size=4, vae_crop=32,
     vae_learning_rate=3e-3, vae_kl_weight=1e-6, steps=3, batch_size=4, learning_rate=2e-3, weight_decay=0.01,
-    caption_dropout=0.1, logit_mean=0.0, logit_std=1.0,
+    caption_dropout=0.1, logit_mean=0.0, logit_std=1.0, ema_decay=0.0, scheduler_shift=1.0,
 )
 PROMPTS = world_prompts("train")[::25]  # 9 prompts across the categories
 
@@ -43,17 +43,69 @@ def _weights(pipe) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v for name in ("vae", "transformer") for k, v in getattr(pipe, name).state_dict().items()}
 
 
-def test_world_transformer_has_one_token_per_latent_pixel(world_dir):
-    """A 64 px image has 8x8 latents; patch size 2 made 16 tokens of 16x16 px (one token per object: the pretrained
-    model drew blobs), patch size 1 makes 64 of 8x8 px. `tiny` and `small` keep patch size 2."""
-    from diffusers import SD3Transformer2DModel
+def test_world_transformer_has_a_token_per_8x8_pixels(world_dir):
+    """A 64 px image has 16x16 latents (the world's VAE downsamples 4x); patch size 2 makes 64 tokens of 8x8 px."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
 
     from treegrpo.models.tiny import SPECS
 
+    vae = AutoencoderKL.from_pretrained(world_dir / "vae")
+    latents = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean  # (1, 16, h, w)
+    assert latents.shape == (1, 16, 16, 16)
     transformer = SD3Transformer2DModel.from_pretrained(world_dir / "transformer")
-    tokens = transformer.pos_embed(torch.zeros(1, 16, 8, 8))  # (1, tokens, inner)
+    tokens = transformer.pos_embed(torch.zeros(1, 16, 16, 16))  # (1, tokens, inner)
     assert tokens.shape == (1, 64, SPECS["world"].heads * SPECS["world"].head_dim)
-    assert SPECS["tiny"].patch_size == SPECS["small"].patch_size == 2
+
+
+def test_the_pretrained_scheduler_has_the_shift_and_its_sigmas(world_dir):
+    """sigma = shift * t / (1 + (shift - 1) * t), the 10 t evenly spaced from 1 to the end of diffusers' table (its
+    1000 training timesteps, already shifted: shift(1/1000) = 0.0005 / 0.9995 at shift 0.5); sigma(0.5) = 1/3."""
+    from treegrpo.models.sd3 import scheduler_sigmas
+
+    pipe, _ = _pretrained(world_dir, dataclasses.replace(SHORT, vae_steps=0, steps=1, scheduler_shift=0.5))
+    assert pipe.scheduler.config.shift == 0.5
+    shifted = lambda t: 0.5 * t / (1 + (0.5 - 1) * t)  # noqa: E731
+    t = torch.linspace(1.0, shifted(0.001), 10, dtype=torch.float64)
+    expected = shifted(t).float()
+    sigmas = scheduler_sigmas(pipe, 10)
+    torch.testing.assert_close(sigmas[:-1], expected, atol=2e-4, rtol=0)
+    assert sigmas[-1] == 0.0
+
+
+def test_ema_weights_are_the_moving_average_of_the_steps():
+    """With decay d the saved weights are d^3 w1 + d^2 (1 - d) w2 + d (1 - d) w3 + (1 - d) w4 after 4 steps (torch's
+    AveragedModel copies the first step's weights, then averages), w_i the weights after step i of the same run
+    without EMA (EMA never changes the trajectory)."""
+    from treegrpo.models.pretrain import PromptCache, train_transformer
+
+    class Scale(torch.nn.Module):
+        """A one-parameter 'transformer' that records the weight each step's forward sees."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(1.0))
+            self.seen = []
+
+        def forward(self, hidden_states, encoder_hidden_states, pooled_projections, timestep, return_dict):
+            self.seen.append(self.w.detach().clone())
+            return (hidden_states * self.w,)
+
+    n, latents = 6, (torch.randn(6, 2, 2, 2, generator=torch.Generator().manual_seed(1)), torch.zeros(6, 2, 2, 2))
+    cache = PromptCache(torch.zeros(1, 3, 4), torch.zeros(1, 4), torch.zeros(3, 4), torch.zeros(4))
+    index = torch.zeros(n, dtype=torch.long)
+
+    def run(decay):
+        model = Scale()
+        params = dataclasses.replace(SHORT, steps=4, batch_size=2, learning_rate=0.1, ema_decay=decay)
+        train_transformer(model, latents, index, cache, params, 1.0, torch.Generator().manual_seed(0))
+        return model
+
+    plain, averaged, d = run(0.0), run(0.5), 0.5
+    w1, w2, w3, w4 = *plain.seen[1:], plain.w.detach()
+    assert torch.equal(torch.stack(averaged.seen), torch.stack(plain.seen))  # the same trajectory
+    expected = d**3 * w1 + d**2 * (1 - d) * w2 + d * (1 - d) * w3 + (1 - d) * w4
+    torch.testing.assert_close(averaged.w.detach(), expected, rtol=1e-6, atol=1e-7)
+    assert abs(float(expected - w4)) > 1e-3  # the average is not the last step's weight
 
 
 def test_same_seed_same_weights_other_seed_other_weights(world_dir):

@@ -170,8 +170,12 @@ def test_register_and_promote_commands(params, tmp_path, capsys):
     client = tracking.get_client(params.tracking)
     run = client.get_run(record["run_id"])
     assert run.data.tags["restored_outputs"] == "true"  # no mlflow_run.json: a run of its own
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward_mean")] == [0, 1, 2]
-    assert run.data.metrics["eval.trained.jpeg_compressibility.mean"] == -3.0
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward/mean")] == [0, 1, 2]
+    assert run.data.metrics["test/trained.jpeg_compressibility.mean"] == -3.0
+    description = client.get_model_version(params.tracking.model_name, "1").description  # what the version is
+    assert description.startswith(f"**treegrpo** LoRA (rank {params.lora.rank}) on `{params.model.pretrained}`")
+    assert f"{params.train.iterations} iterations" in description and "reward: composition (1)" in description
+    assert description.rstrip().endswith("| Model |\n|---|")  # the evaluation's table.md
     assert main(["promote", "--params", str(path)]) == 0
 
     _write_outputs(params, -4.0, seed=2)  # a worse model

@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, make_params
+from tests.integration.ddp_worker import assert_same_update
 
 pytestmark = pytest.mark.integration
 PROMPTS = "a red car\na blue boat\na green tree\na yellow flower\n"
@@ -69,10 +70,6 @@ def test_sigkill_then_resume_gives_the_same_lora(tiny_pipeline_dir, tmp_path):
     assert [r["iteration"] for r in history] == list(range(6))  # one history, no duplicated iterations
 
 
-def _flat(grad: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([grad[k].flatten() for k in sorted(grad)])
-
-
 def test_two_processes_make_the_same_update_as_one(tiny_pipeline_dir, tmp_path):
     """Stage by stage, what DDP must preserve: each prompt's samples, rewards and advantages do not depend on the
     rank that owns it, and the all-reduced gradient is the one-process gradient. The reward is colour_fraction, a
@@ -96,33 +93,4 @@ def test_two_processes_make_the_same_update_as_one(tiny_pipeline_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     (single,) = torch.load(tmp_path / "rec1" / "rank0.pt")
     ranks = [torch.load(tmp_path / "rec2" / f"rank{r}.pt")[0] for r in range(2)]
-
-    # rank r owns prompts r, r + W, ... of the same global draw
-    assert ranks[0]["keys"] + ranks[1]["keys"] == single["keys"][0::2] + single["keys"][1::2]
-    for i, key in enumerate(single["keys"]):
-        rank = ranks[i % 2]
-        j = rank["keys"].index(key)
-        leaves, rank_leaves = single["leaf_prompt"] == i, rank["leaf_prompt"] == j
-        parents, rank_parents = single["parent_prompt"] == i, rank["parent_prompt"] == j
-        assert leaves.sum() == rank_leaves.sum() == 27 and parents.sum() == rank_parents.sum() == 13  # k = d = 3
-        # the same noise (seeded per prompt and tree): samples differ by float32 summation order only, ~1e-6 of
-        # latents of size ~1 after 10 transformer steps; 1e-4 leaves two orders of magnitude of headroom
-        torch.testing.assert_close(rank["leaf_latents"][rank_leaves], single["leaf_latents"][leaves],
-                                   rtol=0, atol=1e-4)
-        torch.testing.assert_close(rank["child_log_prob"][rank_parents], single["child_log_prob"][parents],
-                                   rtol=0, atol=1e-5)  # ~1e-7 measured: a mean over latent elements
-        rewards, rank_rewards = single["rewards"][:, leaves], rank["rewards"][:, rank_leaves]
-        torch.testing.assert_close(rank_rewards, rewards, rtol=0, atol=REWARD_ATOL)  # Lipschitz: ~1e-7 measured
-        # z-scores within the prompt: a reward error e moves an advantage by at most ~(2 + |z|) e / spread
-        spread = rewards.std().item()
-        assert spread > 1e-3, "the leaves of a prompt must differ for the advantages to be meaningful"
-        torch.testing.assert_close(rank["advantages"][rank_parents], single["advantages"][parents],
-                                   rtol=0, atol=10 * REWARD_ATOL / spread)
-
-    # DDP all-reduces: both ranks step with the same gradient, bit for bit (ring all-reduce hands every rank the
-    # same sums), and it is the one-process gradient up to float noise (the loss is smooth at ratio 1, no clipping)
-    g0, g1, g = _flat(ranks[0]["grad"]), _flat(ranks[1]["grad"]), _flat(single["grad"])
-    assert ranks[0]["grad"].keys() == single["grad"].keys()
-    torch.testing.assert_close(g0, g1, rtol=0, atol=0)
-    assert g.norm() > 0
-    assert (g0 - g).norm() / g.norm() < 1e-3, ((g0 - g).norm() / g.norm()).item()  # ~5e-6 measured
+    assert_same_update(single, ranks, REWARD_ATOL)

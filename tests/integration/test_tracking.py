@@ -1,5 +1,6 @@
 """MLflow tracking on a temporary SQLite store: one run per training run, every params.yaml key, every iteration,
-provenance tags, resume after a crash, rank 0 only, and a dead server that does not stop training."""
+provenance tags, resume after a crash, rank 0 only, and a dead server that does not stop training; what the UI shows
+first: a model-training experiment, figures grouped by prefix (reward/...), the run's constants once, as params."""
 
 import dataclasses
 import json
@@ -77,12 +78,59 @@ def test_one_run_per_training_with_every_iteration_params_and_provenance(params)
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "treegrpo"
     assert run.data.params == tracking.flat_params(params)
-    assert _metrics(client, run.info.run_id, "reward_mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
-    assert "skipped" not in run.data.metrics
+    assert _metrics(client, run.info.run_id, "reward/mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    assert "skipped" not in run.data.metrics and "rl/skipped" not in run.data.metrics
     tags = run.data.tags
     assert tags["params_hash"] == tracking.params_hash(params) and len(tags["params_hash"]) == 16
     assert tags["dvc_lock_md5"] == tracking.file_md5("dvc.lock")  # the tests run from the repository root
     assert len(tags["git_commit"]) == 40 and tags["mlflow.source.name"] == "treegrpo train"
+
+
+FIGURES = {"reward_mean": 0.5, "reward_composition_mean": 0.5, "reward_composition_std": 0.1, "loss": 0.2,
+           "grad_norm": 1.0, "approx_kl": 0.0, "time_sampling": 1.5, "peak_memory_mb": 900.0,
+           "tree/tie_fraction": 0.5, "nfe": 29.0, "window_start": 2.0, "images": 54.0, "eff_group": 27.0,
+           "edges_trained": 78.0}  # the trainer's names (history.json), a few of each kind
+
+
+def test_the_ui_opens_on_training_with_reward_first_and_constants_once(params):
+    with tracking.training_run(params, KEY) as log_fn:
+        log_fn(FIGURES, 0)
+        log_fn({**FIGURES, "reward_mean": 0.6}, 1)
+        log_fn({**FIGURES, "edges_trained": 60.0}, 2)  # a "constant" that changed: kept, as a metric
+    client = tracking.get_client(params.tracking)
+    run = client.get_run(tracking.read_run_file(params.train.output_dir)["run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    link = tracking.ui_url(params.tracking, experiment.experiment_id, run.info.run_id)  # what the log prints
+    assert link == (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/"
+                     "model-metrics?workflowType=machine_learning")  # the UI's model-training view, not GenAI
+    assert set(run.data.metrics) == {
+        "reward/mean", "reward/composition_mean", "reward/composition_std", "rl/loss", "rl/grad_norm",
+        "rl/approx_kl", "time/sampling", "system/peak_memory_mb", "tree/tie_fraction", "sampler/nfe",
+        "sampler/window_start", "shape/edges_trained"}
+    sections = sorted({name.split("/")[0] for name in run.data.metrics} - {"system"})  # "system": its own tab
+    assert sections[0] == "reward" and sections.index("rl") == 1  # MLflow orders sections alphabetically
+    assert _metrics(client, run.info.run_id, "reward/mean") == [(0, 0.5), (1, 0.6), (2, 0.5)]
+    shape = {k: v for k, v in run.data.params.items() if k.startswith("shape.")}
+    assert shape == {"shape.images": "54", "shape.eff_group": "27", "shape.edges_trained": "78"}
+    assert _metrics(client, run.info.run_id, "shape/edges_trained") == [(2, 60.0)]
+
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "genai_development")
+    tracking.experiment_id(client, experiment.name)  # a kind someone chose is left alone
+    assert client.get_experiment(experiment.experiment_id).tags["mlflow.experimentKind"] == "genai_development"
+    client.delete_experiment_tag(experiment.experiment_id, "mlflow.experimentKind")
+    tracking.experiment_id(client, experiment.name)  # an experiment made before the tag existed gets it
+    assert client.get_experiment(experiment.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_backfill_names_and_splits_the_figures_as_the_logger_does(params):
+    client, run_id = tracking.start_run(params, "test")
+    history = [{"iteration": i, **FIGURES, "reward_mean": i / 10} for i in range(3)]
+    assert tracking.backfill_history(client, run_id, history) == 3
+    run = client.get_run(run_id)
+    assert "reward/mean" in run.data.metrics and "reward_mean" not in run.data.metrics
+    assert run.data.params["shape.eff_group"] == "27" and "shape/eff_group" not in run.data.metrics
+    assert _metrics(client, run_id, "reward/mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
 
 
 def test_a_run_is_reopened_only_by_the_same_training_run(params):
@@ -98,7 +146,7 @@ def test_a_run_is_reopened_only_by_the_same_training_run(params):
         log_fn({"reward_mean": 0.6}, 1)
     assert tracking.read_run_file(params.train.output_dir)["run_id"] == first
     assert client.get_run(first).info.status == "FINISHED"
-    assert _metrics(client, first, "reward_mean") == [(0, 0.5), (1, 0.6)]
+    assert _metrics(client, first, "reward/mean") == [(0, 0.5), (1, 0.6)]
 
     # finished, then re-run (DVC re-runs the stage, the trainer resumes the final checkpoint) with a setting that
     # does not change the training run: the same run, the new value tagged (MLflow params cannot change)
@@ -133,7 +181,7 @@ def test_the_iterations_before_a_resume_point_are_logged_from_history_json(param
         log_fn({"reward_mean": 0.2}, 2)  # the trainer logs what it runs
     run_id = tracking.read_run_file(out)["run_id"]
     client = tracking.get_client(params.tracking)
-    assert _metrics(client, run_id, "reward_mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    assert _metrics(client, run_id, "reward/mean") == [(0, 0.0), (1, 0.1), (2, 0.2)]
 
 
 def test_only_the_main_process_talks_to_mlflow(params, monkeypatch):
@@ -172,10 +220,10 @@ def test_training_files_become_run_artifacts_and_a_dead_server_only_warns(params
 
 def test_backfill_logs_only_the_missing_iterations(params):
     client, run_id = tracking.start_run(params, "test")
-    client.log_metric(run_id, "reward_mean", 0.0, step=0)
+    client.log_metric(run_id, "reward/mean", 0.0, step=0)
     history = [{"iteration": i, "reward_mean": i / 10, "loss": -i} for i in range(4)]
     assert tracking.backfill_history(client, run_id, history) == 3
-    assert _metrics(client, run_id, "reward_mean") == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]
+    assert _metrics(client, run_id, "reward/mean") == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]
     assert tracking.backfill_history(client, run_id, history) == 0
 
 
@@ -216,9 +264,9 @@ def test_treegrpo_train_keeps_one_mlflow_run_per_training_run(tiny_pipeline_dir,
     first = run_id(train__iterations=3)
     assert run_id(train__iterations=3) == first  # the final checkpoint resumed: the same run
     assert client.get_run(first).info.status == "FINISHED"
-    assert [step for step, _ in _metrics(client, first, "reward_mean")] == [0, 1, 2]
+    assert [step for step, _ in _metrics(client, first, "reward/mean")] == [0, 1, 2]
     shorter = run_id(train__iterations=2)  # started over (keep_checkpoints=1 left only ckpt-000003)
     assert shorter != first
-    assert [step for step, _ in _metrics(client, shorter, "reward_mean")] == [0, 1]
+    assert [step for step, _ in _metrics(client, shorter, "reward/mean")] == [0, 1]
     assert run_id(train__iterations=2) == shorter
     assert run_id(train__iterations=2, train__learning_rate=1e-3) not in (first, shorter)

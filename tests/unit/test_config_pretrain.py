@@ -9,6 +9,7 @@ GOOD = {
     "seed": 0, "output": "models/world-sd3", "images_per_prompt": 8, "vae_steps": 500, "vae_batch_size": 16,
     "vae_crop": 32, "vae_learning_rate": 3e-3, "vae_kl_weight": 1e-6, "steps": 1000, "batch_size": 32,
     "learning_rate": 2e-3, "weight_decay": 0.01, "caption_dropout": 0.1, "logit_mean": 0.0, "logit_std": 1.0,
+    "ema_decay": 0.99, "scheduler_shift": 1.0,
 }
 
 
@@ -30,6 +31,8 @@ def test_good_section_builds_with_floats_widened():
     ("vae_kl_weight", -1e-3, ">= 0"),
     ("weight_decay", -0.1, ">= 0"),
     ("caption_dropout", 1.0, "[0, 1)"),
+    ("ema_decay", 1.0, "[0, 1)"),
+    ("scheduler_shift", 0.0, "> 0"),
     ("logit_std", 0.0, "> 0"),
     ("steps", 10.5, "expected int"),  # a float for an int
 ])

@@ -2,8 +2,9 @@
 sits: truncated-geometric alpha 0.3 / 0.5 / 0.7, and the shifting window).
 
 Each configuration trains TreeGRPO for the same number of iterations from the same seed and reports EffGrp (images
-per prompt), EffSteps (parents trained per prompt), the median iteration time, the mean training reward and the
-held-out reward at the end (as `learning.heldout_reward`).
+per prompt), EffSteps (parents trained per prompt), the median iteration time, the mean training reward, the
+held-out reward at the end (as `learning.heldout_reward`) and the tree's signal figures per window start
+(`harness.tree_signal_by_start`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer, release_memory
+from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer, release_memory, tree_signal_by_start
 from treegrpo.bench.learning import heldout_reward
 
 _DEFAULT = {"sampler.branching": 3, "sampler.depth": 3, "sampler.trees_per_prompt": 1,
@@ -64,7 +65,7 @@ def run_ablation(setup: BenchSetup, label: str, overrides: dict[str, Any], train
         "window_starts": [int(r["window_start"]) for r in records],
         "iteration_time_median": statistics.median(times),
         "train_reward_mean": statistics.fmean(r["reward_mean"] for r in records),
-        "heldout_start": start_reward, "heldout_final": final_reward,
+        "heldout_start": start_reward, "heldout_final": final_reward, "signal": tree_signal_by_start(records),
     }
     del trainer
     release_memory()

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from treegrpo.bench.flops import CallFlops, tflops
 from treegrpo.bench.probe import ForwardProbe, bare_forward_seconds
 from treegrpo.core.tree import tree_nfe
 from treegrpo.metrics import PeakMemory
@@ -209,7 +210,40 @@ def timed_iteration(trainer, it: int, probe: ForwardProbe, memory: PeakMemory) -
         transformer_calls=float(len(probe.shapes("sampling"))),
     )
     record["working_memory_mb"] = record["peak_memory_mb"] - memory_start  # what the iteration itself added
+    record.update({key: float(value) for key, value in figures.items() if key.startswith("tree/")})
     return record
+
+
+def add_flops(record: dict[str, float], probe: ForwardProbe, counter: CallFlops) -> None:
+    """The FLOPs of the iteration's transformer calls (`CallFlops`: torch's counter on a replay of each distinct
+    call shape) and the achieved TFLOP/s of sampling, of the update and of both, on the trainer's phase times.
+    Call right after `timed_iteration`, before anything else calls the transformer."""
+    calls = {phase: [(c.rows, c.text_tokens, c.grad) for c in probe.calls if c.phase == phase]
+             for phase in ("sampling", "training")}  # a snapshot: the replays below call the transformer too
+    sampling, training = counter.total(calls["sampling"]), counter.total(calls["training"])
+    record.update(flops_sampling=float(sampling), flops_training=float(training),
+                  tflops_sampling=tflops(sampling, record["time_sampling"]),
+                  tflops_training=tflops(training, record["time_training"]),
+                  tflops_total=tflops(sampling + training, record["time_sampling"] + record["time_training"]),
+                  # on process CPU time (all threads): on a shared CPU, what the wall clock's load would hide
+                  tflops_sampling_cpu=tflops(sampling, record["cpu_sampling"]),
+                  tflops_training_cpu=tflops(training, record["cpu_training"]),
+                  tflops_total_cpu=tflops(sampling + training, record["cpu_sampling"] + record["cpu_training"]))
+
+
+def tree_signal_by_start(records: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """The `tree/...` figures of iteration records, averaged over the iterations that had the same window start:
+    [{"window_start", "iterations", "tree/...": mean}], by start. Where a prompt's leaves tie, its compute trained
+    nothing; this says at which window starts that happens."""
+    by_start: dict[int, list[dict[str, float]]] = {}
+    for record in records:
+        by_start.setdefault(int(record["window_start"]), []).append(record)
+    rows = []
+    for start, group in sorted(by_start.items()):
+        keys = sorted({k for r in group for k in r if k.startswith("tree/")})
+        rows.append({"window_start": start, "iterations": len(group),
+                     **{k: statistics.fmean(r[k] for r in group if k in r) for k in keys}})
+    return rows
 
 
 def sampler_limit(trainer, probe: ForwardProbe, record: dict[str, float], repeats: int) -> None:
@@ -230,7 +264,8 @@ def measure_cost(setup: BenchSetup, algorithm: str, prompts: Sequence[str], iter
 
     Returns:
         {"algorithm", "median": {figure: median over the measured iterations}, "iterations": [records],
-         "sampler_ratio", "sampler_limit_s", "batch_histogram", "memory_kind", "settings"}.
+         "sampler_ratio", "sampler_limit_s", "batch_histogram", "memory_kind", "settings", "signal"
+         (`tree_signal_by_start` of the measured iterations)}. A record has the FLOPs and TFLOP/s of `add_flops`.
     """
     setup.apply_threads()
     over = {"sampler.window.strategy": "fixed", "sampler.window.start": 0, **(overrides or {})}
@@ -243,20 +278,24 @@ def measure_cost(setup: BenchSetup, algorithm: str, prompts: Sequence[str], iter
     trainer = make_trainer(params, prompts)
     probe = attach_probe(trainer)
     memory = PeakMemory(trainer.accelerator.device)
+    counter = CallFlops(transformer_of(trainer), trainer.latent_shape, trainer.dtype, trainer.accelerator.autocast)
     records = []
     for it in range(warmup + iterations):
         record = timed_iteration(trainer, it, probe, memory)
         log.info("%s iteration %d: %.2f s (sampling %.2f, training %.2f)", algorithm, it, record["time_iteration"],
                  record["time_sampling"], record["time_training"])
         if it >= warmup:
+            add_flops(record, probe, counter)
             sampler_limit(trainer, probe, record, limit_repeats)
+            record.update(tflops_limit=tflops(record["flops_sampling"], record["limit_wall"]),
+                          tflops_limit_cpu=tflops(record["flops_sampling"], record["limit_cpu"]))
             records.append(record)
     medians = {key: statistics.median(r[key] for r in records) for key in records[0]}
     result = {
         "algorithm": algorithm, "median": medians, "iterations": records, "sampler_ratio": medians["sampler_ratio"],
         "sampler_ratio_cpu": medians["sampler_ratio_cpu"], "sampler_limit_s": medians["limit_wall"],
         "batch_histogram": probe.batch_histogram("sampling"), "memory_kind": memory.kind,
-        "settings": _settings(params),
+        "settings": _settings(params), "signal": tree_signal_by_start(records),
     }
     probe.detach()
     del trainer, probe
@@ -272,7 +311,7 @@ def _settings(params) -> dict[str, Any]:
     keep = {"sampler": plain["sampler"], "train": {k: plain["train"][k] for k in (
         "algorithm", "seed", "prompts_per_iteration", "micro_batch", "inner_epochs", "mixed_precision",
         "gradient_checkpointing", "recompute_old_log_prob")}, "model": {k: plain["model"][k] for k in (
-            "dtype", "resolution", "max_sequence_length")}}
+            "dtype", "resolution", "max_sequence_length", "compile", "attention_backend") if k in plain["model"]}}
     if "baselines" in plain:
         keep["baselines"] = plain["baselines"]
     return keep

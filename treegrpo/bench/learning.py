@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer, release_memory
+from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer, release_memory, tree_signal_by_start
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 123  # the held-out noise: the same for every algorithm, seed and evaluation
@@ -69,7 +69,7 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
 
     Returns:
         {"algorithm", "seed", "points": [{"time", "images", "iteration", "reward"}], "iteration_times": [...],
-         "train_reward": [...], "iterations": int}.
+         "train_reward": [...], "iterations": int, "signal": `tree_signal_by_start` of its iterations}.
     """
     out = Path(work_dir) / f"learn-{algorithm}-{seed}"
     shutil.rmtree(out, ignore_errors=True)
@@ -77,7 +77,7 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
     trainer = make_trainer(params, train_prompts)
     device = trainer.accelerator.device
     points = [{"time": 0.0, "images": 0.0, "iteration": 0, "reward": heldout_reward(trainer, eval_prompts, noises)}]
-    elapsed, images, iteration_times, train_reward = 0.0, 0.0, [], []
+    elapsed, images, iteration_times, train_reward, signal = 0.0, 0.0, [], [], []
     marks = [budget_s * (i + 1) / eval_points for i in range(eval_points)]
     it = 0
     while elapsed < budget_s and it < max_iterations:
@@ -91,6 +91,7 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
         elapsed += iteration_times[-1]
         images += figures["images"]
         train_reward.append(figures.get("reward_mean", float("nan")))
+        signal.append({k: v for k, v in figures.items() if k.startswith("tree/") or k == "window_start"})
         it += 1
         if marks and (elapsed >= marks[0] or elapsed >= budget_s):
             while marks and elapsed >= marks[0]:
@@ -106,7 +107,7 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
     release_memory()
     shutil.rmtree(out, ignore_errors=True)
     return {"algorithm": algorithm, "seed": seed, "points": points, "iteration_times": iteration_times,
-            "train_reward": train_reward, "iterations": it}
+            "train_reward": train_reward, "iterations": it, "signal": tree_signal_by_start(signal)}
 
 
 def step_value(points: list[dict[str, float]], x: float, axis: str = "time") -> float:

@@ -14,13 +14,20 @@ from typing import Any
 
 from treegrpo.bench.probe import describe
 
-TARGETS = {"speedup": 2.4, "sampler_ratio": 1.2, "time_fraction": 0.5}
+TARGETS = {"speedup": 2.4, "sampler_ratio": 1.2, "time_fraction": 0.5, "mfu": 0.5}
 
 
 def _f(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
+
+
+def _g(value: Any) -> str:
+    """Three significant digits (TFLOP/s on a CPU are small, on a GPU large)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3g}"
 
 
 def _delta(median: dict[str, float]) -> str:
@@ -47,7 +54,9 @@ def cost_section(part: dict[str, Any]) -> list[str]:
              f"{s['sampler']['trees_per_prompt']}, window fixed at s = {s['sampler']['window']['start']} (its most "
              f"expensive place); baselines G = {b.get('group_size', '–')}, timestep_fraction = "
              f"{b.get('timestep_fraction', '–')}, mix_window = {b.get('mix_window', '–')}; "
-             f"{s['model']['resolution']} px, {s['model']['dtype']}, micro_batch {s['train']['micro_batch']}. "
+             f"{s['model']['resolution']} px, {s['model']['dtype']}, micro_batch {s['train']['micro_batch']}, "
+             f"torch.compile {'on' if s['model'].get('compile') else 'off'}, attention "
+             f"{s['model'].get('attention_backend', 'default')}. "
              "NFE and grad forwards are counted by hooks on the transformer (nodes, CFG not doubled); "
              f"peak memory: {results[0]['memory_kind']}; the bare-forward limit is replayed right after each "
              "measured iteration.",
@@ -75,6 +84,118 @@ def cost_section(part: dict[str, Any]) -> list[str]:
     if tree:
         lines += ["", f"TreeGRPO's sampler made {tree['median']['transformer_calls']:.0f} transformer calls; "
                   f"nodes per call → calls: {tree['batch_histogram']}."]
+    return lines + [""]
+
+
+def mfu(part: dict[str, Any], tflops: float | None) -> float | None:
+    """Achieved TFLOP/s as a fraction of the part's dense bf16 peak (None: no peak known, e.g. a CPU)."""
+    peak = part.get("peak_bf16_tflops")
+    if not peak or tflops is None or math.isnan(tflops):
+        return None
+    return tflops / peak
+
+
+def hardware_section(part: dict[str, Any]) -> list[str]:
+    """FLOPs, TFLOP/s and (with a known peak) MFU of each algorithm's sampling and update."""
+    results = part["results"]
+    if "tflops_total" not in results[0]["median"]:
+        return []  # results written before FLOPs were counted
+    gpu = "gpu" in part["device"]
+    peak = part.get("peak_bf16_tflops")
+    if peak:
+        where = (f"MFU = achieved TFLOP/s ÷ the device's dense bf16 peak, {peak:g} TFLOP/s ({part['peak_source']}; "
+                 f"the run's dtype is {results[0]['settings']['model']['dtype']}).")
+    elif gpu:
+        where = (f"No dense bf16 peak is known for {part['device']['gpu']}: add it to PEAK_BF16_TFLOPS in "
+                 "treegrpo/bench/flops.py or pass --peak-tflops for the MFU columns.")
+    else:
+        where = ("On a CPU the rates are on the wall clock / on the process's CPU time, and there is no MFU column "
+                 "(the peak table is of GPUs' dense bf16 tensor-core peaks).")
+    lines = ["## How close to the hardware", "",
+             "FLOPs of the measured iterations' transformer calls, counted by `torch.utils.flop_counter."
+             "FlopCounterMode` on a replay of each distinct call shape (matmuls, convolutions and attention; a call "
+             "with gradients counts its backward too, activation gradients and the LoRA weights' gradients, and the "
+             "recomputed forward under gradient checkpointing); TFLOP/s = those FLOPs ÷ the trainer's phase time "
+             "(sampling, update), medians over the measured iterations. The bare-forward column runs the sampling "
+             f"calls alone (the limit above). {where}", ""]
+    head = ["algorithm", "sampling TFLOP", "update TFLOP", "sampling TFLOP/s", "update TFLOP/s",
+            "sampling + update TFLOP/s", "bare forwards TFLOP/s"]
+    if peak:
+        head += ["MFU sampling", "MFU update", "MFU sampling + update"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        m = r["median"]
+        keys = ("tflops_sampling", "tflops_training", "tflops_total", "tflops_limit")
+        rates = [_g(m.get(key)) for key in keys]
+        if not gpu and "tflops_total_cpu" in m:  # wall / CPU time, as the cost table
+            rates = [f"{rate} / {_g(m.get(key + '_cpu'))}" for rate, key in zip(rates, keys, strict=True)]
+        row = [r["algorithm"], _g(m["flops_sampling"] / 1e12), _g(m["flops_training"] / 1e12), *rates]
+        if peak:
+            row += [_f(mfu(part, m[key]), 3) for key in ("tflops_sampling", "tflops_training", "tflops_total")]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+SIGNAL_COLUMNS = ("tree/reward_std_mean", "tree/reward_std_min", "tree/tie_fraction")
+
+
+def _signal_rows(label: str, rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for row in rows:
+        levels = sorted((k for k in row if k.startswith("tree/adv_std_level_")),
+                        key=lambda k: int(k.rsplit("_", 1)[1]))
+        out.append(f"| {label} | {row['window_start']} | {row['iterations']} | "
+                   + " | ".join(_f(row.get(k), 3) for k in SIGNAL_COLUMNS)
+                   + f" | {' / '.join(_f(row[k], 3) for k in levels) or '–'} | "
+                   f"{_f(row.get('tree/backup_ess_mean'))} | {_f(row.get('tree/backup_ess_min'))} |")
+    return out
+
+
+def pooled_signal(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several runs' `signal` rows pooled by window start (means weighted by iterations)."""
+    by_start: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        for row in run.get("signal", []):
+            by_start.setdefault(row["window_start"], []).append(row)
+    pooled = []
+    for start, rows in sorted(by_start.items()):
+        n = sum(r["iterations"] for r in rows)
+        keys = sorted({k for r in rows for k in r if k.startswith("tree/")})
+        pooled.append({"window_start": start, "iterations": n, **{
+            k: sum(r[k] * r["iterations"] for r in rows if k in r) / sum(r["iterations"] for r in rows if k in r)
+            for k in keys}})
+    return pooled
+
+
+def signal_section(results: dict[str, Any]) -> list[str]:
+    """Is the tree carrying signal, for each window strategy and start the benchmark ran (`tree/...` figures)."""
+    blocks: list[tuple[str, list[dict[str, Any]]]] = []
+    for r in results.get("cost", {}).get("results", []):
+        if r.get("signal"):
+            window = "window fixed" if r["algorithm"] == "treegrpo" else "its own steps"
+            blocks.append((f"cost: {r['algorithm']}, {window}", r["signal"]))
+    learning = results.get("learning", {})
+    for algo in learning.get("summary", {}):
+        runs = [r for r in learning.get("runs", []) if r["algorithm"] == algo]
+        if any(r.get("signal") for r in runs):
+            blocks.append((f"learning: {algo}, params.yaml's window, {len(runs)} seeds", pooled_signal(runs)))
+    for table, rows in results.get("ablations", {}).get("tables", {}).items():
+        for r in rows:
+            if r.get("signal"):
+                blocks.append((f"ablation ({table}): {r['label']}", r["signal"]))
+    if not blocks:
+        return []
+    lines = ["## Is the tree carrying signal?", "",
+             "Per window start, the mean over its iterations of the trainer's `tree/...` figures: the per-prompt "
+             "std of the leaf rewards (mean and min over prompts), the fraction of prompts whose leaves all tie (all "
+             "their advantages 0: compute that trained nothing), the std of the edge advantages at each window level "
+             "(level 0 first), and the effective sample size 1 / sum(w²) of the softmax backup weights (1 = one "
+             "child takes all, k = uniform). A baseline's trajectories are one-child trees: ESS 1, a level per SDE "
+             "step.", "",
+             "| run | window start | iterations | reward std mean | reward std min | tie fraction | "
+             "adv std per level | backup ESS mean | backup ESS min |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, rows in blocks:
+        lines += _signal_rows(label, rows)
     return lines + [""]
 
 
@@ -144,6 +265,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     what = "above the memory in use at the iteration's start" if key == "working_memory_mb" else "absolute peak"
     rows.append({"key": "peak_memory", "target": f"TreeGRPO peak memory <= GRPO's (MiB, {what})", "value": mem,
                  "met": None if mem is None else mem[0] <= mem[1]})
+    share = mfu(results["cost"], tree["median"].get("tflops_total")) if tree else None
+    rows.append({"key": "mfu", "target": f"TreeGRPO sampling + update at >= {TARGETS['mfu']:.0%} of the GPU's dense "
+                 "bf16 peak (MFU)", "value": share, "met": None if share is None else share >= TARGETS["mfu"]})
     summary = results.get("learning", {}).get("summary", {})
     frac, met = None, None
     if "treegrpo" in summary and "grpo" in summary:
@@ -181,10 +305,12 @@ def render(results: dict[str, Any]) -> str:
     lines += targets_section(targets(results), cpu)
     if "cost" in results:
         lines += cost_section(results["cost"])
+        lines += hardware_section(results["cost"])
     if "learning" in results:
         lines += learning_section(results["learning"])
     if "ablations" in results:
         lines += ablation_section(results["ablations"])
+    lines += signal_section(results)
     return "\n".join(lines)
 
 
@@ -197,6 +323,8 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
                     f"cost.{a}.time_training": m["time_training"], f"cost.{a}.nfe": m["nfe_counted"],
                     f"cost.{a}.grad_forwards": m["grad_forwards"], f"cost.{a}.peak_memory_mb": m["peak_memory_mb"],
                     f"cost.{a}.sampler_ratio": r["sampler_ratio"]})
+        out.update({f"cost.{a}.{key}": m[key] for key in ("tflops_sampling", "tflops_training", "tflops_total")
+                    if key in m})
     for a, r in results.get("learning", {}).get("summary", {}).items():
         out[f"learning.{a}.final_reward"] = r["final_reward"]
         if r.get("time_to_baseline_final") is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from treegrpo.bench import ablations, learning
+from treegrpo.bench.flops import peak_bf16
 from treegrpo.bench.harness import BenchSetup, measure_cost, run_isolated
 from treegrpo.bench.probe import device_info
 
@@ -67,8 +68,10 @@ def load_prompt_sets(base_params: dict[str, Any], eval_count: int = 8) -> tuple[
 
 def run_cost(setup: BenchSetup, algorithms: Sequence[str], prompts: Sequence[str], iterations: int, warmup: int,
              limit_repeats: int = 2, isolate: bool = True, work_dir: str | Path = "outputs/bench/work",
-             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The cost part: `measure_cost` per algorithm (each in a fresh process when `isolate`)."""
+             overrides: dict[str, Any] | None = None, peak_tflops: float | None = None) -> dict[str, Any]:
+    """The cost part: `measure_cost` per algorithm (each in a fresh process when `isolate`), and the device's
+    dense bf16 peak for the MFU (`peak_tflops` if given, else `flops.PEAK_BF16_TFLOPS` by GPU name; none on a
+    CPU)."""
     results = []
     for algo in algorithms:
         log.info("cost: %s", algo)
@@ -78,7 +81,13 @@ def run_cost(setup: BenchSetup, algorithms: Sequence[str], prompts: Sequence[str
             results.append(run_isolated(measure_cost, setup, algo, list(prompts), **kwargs))
         else:
             results.append(measure_cost(setup, algo, prompts, **kwargs))
-    return _part(setup, iterations=iterations, warmup=warmup, isolated=isolate, results=results)
+    part = _part(setup, iterations=iterations, warmup=warmup, isolated=isolate, results=results)
+    peak = peak_bf16(part["device"].get("gpu"))
+    if peak_tflops:
+        part.update(peak_bf16_tflops=peak_tflops, peak_source="--peak-tflops")
+    elif peak:
+        part.update(peak_bf16_tflops=peak.tflops, peak_source=peak.source)
+    return part
 
 
 def run_learning(setup: BenchSetup, algorithms: Sequence[str], seeds: Sequence[int], train_prompts: Sequence[str],

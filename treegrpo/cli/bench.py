@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
         help="benchmark TreeGRPO against GRPO, MixGRPO and DDPO: iteration cost, sampler limit, learning, ablations",
         description="Measure, on one machine and one random-weight model: (cost) each algorithm's iteration time "
         "split into sampling/decoding/reward/training, transformer evaluations and forwards with gradients counted by "
-        "hooks, peak memory, and the tree sampler against the same transformer calls on random inputs; (learning) "
+        "hooks, peak memory, the tree sampler against the same transformer calls on random inputs, the FLOPs of those "
+        "calls (torch.utils.flop_counter) as TFLOP/s and, on a known GPU, as a fraction of its dense bf16 peak, and "
+        "the tree's signal figures per window start; (learning) "
         "held-out reward vs time and images for the same wall-clock budget and seeds; (ablations) tree shapes and "
         "window placements. Writes results.json, metrics.json, report.md and PNGs to --out.",
     )
@@ -53,6 +55,8 @@ def add_parser(sub) -> None:
                    help="override a params key for every run, e.g. --set sampler.max_batch=32 (YAML value)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's). On a CPU shared with other "
                    "work 1 can be much faster than 2; the number used is recorded with the device")
+    p.add_argument("--peak-tflops", type=float, help="cost: the GPU's dense bf16 peak in TFLOP/s for the MFU column "
+                   "(default: from the table in treegrpo/bench/flops.py by device name; none on a CPU)")
     p.add_argument("--limit-repeats", type=int, default=2, help="cost: timed replays of the bare forwards (default 2)")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="cost: run every algorithm in this process (default: a fresh process each, so peak memory "
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     parts = {}
     if "cost" in args.parts:
         parts["cost"] = suite.run_cost(setup, args.algorithms, train_prompts, args.iterations, args.warmup,
-                                       args.limit_repeats, args.isolate, work)
+                                       args.limit_repeats, args.isolate, work, peak_tflops=args.peak_tflops)
     if "learning" in args.parts:
         parts["learning"] = suite.run_learning(setup, args.algorithms, args.seeds, train_prompts, eval_prompts,
                                                args.budget, args.eval_points, work_dir=work)

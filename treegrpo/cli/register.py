@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     run_id = tracking.ensure_run(client, params)
     tracking.backfill_history(client, run_id, history)
     tracking.log_outputs(client, run_id, params, curve)
-    reg = register_lora(client, params, run_id, metrics, prompts)
+    table = Path(params.eval.output_dir) / "table.md"
+    reg = register_lora(client, params, run_id, metrics, prompts, table.read_text() if table.is_file() else None)
     if params.tracking.primary_reward not in metrics["trained"]:
         log.warning("tracking.primary_reward=%s is not in eval.rewards: `treegrpo promote` cannot compare this "
                     "version", params.tracking.primary_reward)

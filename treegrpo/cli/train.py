@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,32 @@ def read_train_prompts(validated_dir: str, override: str | None) -> list[str]:
     return load_prompts(override or Path(validated_dir) / "train.parquet")
 
 
+def quiet_loading_bars() -> None:
+    """One progress bar on the terminal, training's: not diffusers' and transformers' bars for loading weights."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def logs_above_the_bar():
+    """Log lines written to the terminal during training print above the progress bar instead of breaking it
+    (tqdm's redirect, only when the root logger writes to the terminal: `treegrpo` configures it so)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    console = any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+                  for h in logging.root.handlers)
+    return logging_redirect_tqdm() if console else contextlib.nullcontext()
+
+
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.rewards.registry import build_rewards
     from treegrpo.tracking import training_run
     from treegrpo.trainer import TreeGRPOTrainer
 
+    quiet_loading_bars()
     params = load_params(args.params)
     prompts = read_train_prompts(params.data.validated_dir, args.prompts)
     rewards = build_rewards(params.reward)
@@ -53,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     mlflow = {"log": None}  # the MLflow run's logger once the run is open; the trainer sees nothing but log_fn
 
     def log_fn(metrics: dict[str, float], iteration: int) -> None:
-        log.info("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+        # every figure, as one line, only with `treegrpo -v`: the progress bar shows reward, loss, s/it and the ETA;
+        # history.json and MLflow keep the full records
+        log.debug("iteration %d: %s", iteration, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
         if mlflow["log"] is not None:
             mlflow["log"](metrics, iteration)
 
@@ -66,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     # run and leaves mlflow_run.json naming the run a resume reopens
     trainer.setup()
     # the MLflow run of this training run (main process only)
-    with training_run(params, trainer.identity.key) as logger:
+    with training_run(params, trainer.identity.key) as logger, logs_above_the_bar():
         mlflow["log"] = logger
         last = trainer.train()
     lora = Path(params.train.output_dir) / "lora"

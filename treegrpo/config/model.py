@@ -8,6 +8,7 @@ from typing import Literal
 from treegrpo.config.base import check
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+AttentionBackend = Literal["default", "math", "flash", "efficient", "cudnn"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ModelParams:
     resolution: int
     max_sequence_length: int
     offload_text_encoders: bool
+    compile: bool  # torch.compile of the transformer, for sampling and for the update
+    attention_backend: AttentionBackend  # torch's scaled-dot-product-attention kernel; default: torch chooses
 
     def __post_init__(self) -> None:
         check(bool(self.pretrained.strip()), "model.pretrained", self.pretrained,

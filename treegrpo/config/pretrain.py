@@ -29,6 +29,8 @@ class PretrainParams:
     caption_dropout: float
     logit_mean: float
     logit_std: float
+    ema_decay: float  # the saved transformer is the exponential moving average of its weights (0: the last step's)
+    scheduler_shift: float  # the flow-matching sigma shift, set on the scheduler before training, saved with it
 
     def __post_init__(self) -> None:
         check(bool(self.output.strip()), "pretrain.output", self.output,
@@ -49,5 +51,9 @@ class PretrainParams:
         check(self.weight_decay >= 0.0, "pretrain.weight_decay", self.weight_decay, "must be >= 0")
         check(0.0 <= self.caption_dropout < 1.0, "pretrain.caption_dropout", self.caption_dropout,
               "must be in [0, 1): the fraction of captions replaced by \"\" (about 0.1 for guidance)")
+        check(0.0 <= self.ema_decay < 1.0, "pretrain.ema_decay", self.ema_decay,
+              "must be in [0, 1): 0 keeps the last step's weights, 0.999 averages over ~1,000 steps")
+        check(self.scheduler_shift > 0.0, "pretrain.scheduler_shift", self.scheduler_shift,
+              "must be > 0 (SD3.5 uses 3.0 at 1024 px; 1.0 leaves the sigmas unshifted)")
         check(self.logit_std > 0.0, "pretrain.logit_std", self.logit_std,
               "must be > 0 (SD3's logit-normal sigma sampling uses 1.0)")

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from treegrpo.config.base import check
-from treegrpo.rewards import REWARD_NAMES
+
+# The reward names params.yaml may use. Config is the ground floor, so the names live here; the reward adapters
+# (`treegrpo.rewards.registry.REWARDS`) map each to its class, and a check there keeps the two lists equal.
+PAPER_REWARDS = ("hpsv2", "image_reward", "aesthetic", "clip_score")  # the paper's four, its Table 1's column order
+WEIGHT_FREE_REWARDS = ("jpeg_compressibility", "color_fraction", "composition", "composition_accuracy")
+REWARD_NAMES = PAPER_REWARDS + WEIGHT_FREE_REWARDS
 
 
 def check_reward_names(names, where: str) -> None:

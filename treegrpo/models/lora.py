@@ -69,8 +69,12 @@ def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
 
 
 def lora_config(transformer: torch.nn.Module) -> dict:
-    """The adapter's peft `LoraConfig` as a dict (what diffusers' `_collate_lora_metadata` takes for a module)."""
-    return transformer.peft_config[ADAPTER].to_dict()
+    """The adapter's peft `LoraConfig` as a dict (what diffusers' `_collate_lora_metadata` takes for a module).
+
+    Sets (peft keeps `target_modules` as one) come sorted: a set's order follows the process's string-hash seed, and
+    the saved file's bytes must not (DVC hashes the LoRA; a resumed run must write the same file)."""
+    config = transformer.peft_config[ADAPTER].to_dict()
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
 
 
 def load_lora(pipe, path: str | Path) -> None:

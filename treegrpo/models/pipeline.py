@@ -6,6 +6,7 @@ Nothing here assumes a model size: SD3.5-Medium from the hub and the tiny offlin
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -43,13 +44,39 @@ def local_folder(source: str) -> Path | None:
     return None
 
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set (the hub is then never asked: only the local cache is read)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost error's type and first sentence: the hub libraries wrap it, pointing at "the stacktrace above",
+    which the user is not shown."""
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    sentence = text.split(". ")[0].rstrip(".")
+    return f"{type(err).__name__}: {sentence[:160]}" if sentence else type(err).__name__
+
+
 def hub_error(source: str, err: Exception) -> UserError:
-    """What to do when hub id `source` could not be fetched (offline, gated, missing)."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """What happened when hub id `source` could not be fetched (offline, gated, missing), and the two ways out:
+    several short lines; HF_HUB_OFFLINE is named only when it is set."""
+    folder = "models/" + source.split("/")[-1]
+    if hub_offline():
+        what = "It is not in the Hugging Face cache, and HF_HUB_OFFLINE is set (the hub is not asked)"
+        fetch = "on a machine with network access, unset HF_HUB_OFFLINE and run `treegrpo fetch`"
+    else:
+        what = f"Cause: {_root_cause(err)}"
+        fetch = "check the id and your network, then run `treegrpo fetch`"
     return UserError(
-        f"model.pretrained={source!r}: could not load it from the hub ({first}). With network access, unset "
-        "HF_HUB_OFFLINE and log in (`hf auth login`; SD3.5 is gated: accept its licence on the hub first), or "
-        f"download it (`hf download {source} --local-dir models/sd35m`) and set model.pretrained to that folder")
+        f"model.pretrained={source!r}: could not load it from the hub.\n"
+        f"{what}.\n"
+        "Two ways out:\n"
+        f"  1. download it into the cache: {fetch}\n"
+        "     (log in first, `hf auth login`; SD3.5 is gated: accept its licence on its hub page)\n"
+        f"  2. use a local copy: `hf download {source} --local-dir {folder}`,\n"
+        f"     then set model.pretrained: {folder}")
 
 
 def load_pipeline(params: ModelParams, device: torch.device | str | None = None):

@@ -8,9 +8,15 @@ loss on the trained VAE's latents.
   latents' statistics, as SD3 did (`z = (latent - shift_factor) * scaling_factor` has mean 0 and std 1).
 - Transformer (adapted from diffusers' `train_dreambooth_sd3.py`, continuous instead of indexing the scheduler's
   1000-entry table): u ~ logit-normal(logit_mean, logit_std), sigma = shift * u / (1 + (shift - 1) * u) with the
-  scheduler's shift (3.0, so training sees the sigmas sampling uses), x_t = (1 - sigma) * x0 + sigma * noise,
-  target = noise - x0, timestep = 1000 * sigma, plain MSE. A fraction `caption_dropout` of captions is replaced by
-  the empty prompt, so classifier-free guidance has an unconditional model to push against.
+  scheduler's shift, x_t = (1 - sigma) * x0 + sigma * noise, target = noise - x0, timestep = 1000 * sigma, plain
+  MSE. The shift is `scheduler_shift`: the pipeline gets a scheduler with that shift before training, so training
+  and every sampler that reads the saved pipeline see the same sigmas. SD3 chose 3.0 for 1024 px, where noise must
+  be strong to hide an image; the SD3 paper's resolution rule (shift grows with the square root of the pixel count)
+  puts a 64 px image below 1, and at 3.0 most training and sampling steps sit where a 64 px image is already noise.
+- The saved transformer is the exponential moving average of its weights (`ema_decay`, torch's `AveragedModel`
+  with `get_ema_multi_avg_fn`), as DiT and SD do: a short schedule's last weights carry the last batches' noise.
+- A fraction `caption_dropout` of captions is replaced by the empty prompt, so classifier-free guidance has an
+  unconditional model to push against.
 - Prompts go through the pipeline's own `encode_prompt` (the path sampling uses). The text encoders stay frozen at
   their random weights, so each distinct prompt is encoded once: the random CLIP and T5 features still tell the
   world's prompts apart, and the colour a prompt names shows in the samples (the transformer reads them).
@@ -236,9 +242,13 @@ def train_transformer(transformer, latents: tuple[Tensor, Tensor], prompt_index:
         prompt_index: (N,) prompt of each latent, into `cache`.
         shift: the scheduler's sigma shift.
     """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     transformer.train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(params.steps))
+    ema = (AveragedModel(transformer, multi_avg_fn=get_ema_multi_avg_fn(params.ema_decay))
+           if params.ema_decay > 0 else None)
     mean, std = latents
     b, losses = params.batch_size, []
     for step in range(params.steps):
@@ -254,9 +264,15 @@ def train_transformer(transformer, latents: tuple[Tensor, Tensor], prompt_index:
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(transformer)
         losses.append(loss.item())
         if log_fn is not None and step % 50 == 0:
             log_fn("pretrain/loss", step, losses[-1])
+    if ema is not None:
+        with torch.no_grad():
+            for mine, averaged in zip(transformer.parameters(), ema.module.parameters(), strict=True):
+                mine.copy_(averaged)
     transformer.eval().requires_grad_(False)
     return losses
 
@@ -292,7 +308,9 @@ def pretrain(pipe, prompts: list[str], render: RenderFn, params: PretrainParams,
     result.scaling_factor, result.shift_factor = set_latent_statistics(pipe.vae, mean, std)
     scaled = ((mean - result.shift_factor) * result.scaling_factor, std * result.scaling_factor)
     cache = timed("text", lambda: encode_prompt_cache(pipe, data.prompts, max_sequence_length))
-    shift = float(pipe.scheduler.config.shift)
+    # a new scheduler, not register_to_config: the shift also sets the sigma table the scheduler builds at init
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=params.scheduler_shift)
+    shift = params.scheduler_shift
     result.losses = timed("transformer", lambda: train_transformer(
         pipe.transformer, scaled, data.prompt_index, cache, params, shift, generator, log_fn))
     return result

@@ -9,10 +9,18 @@ same inputs (same CFG arrangement, same dtype): the on-policy ratio is 1 before 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from treegrpo.errors import UserError
+
+log = logging.getLogger(__name__)
+ATTENTION_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")  # model.attention_backend
 
 
 @dataclass(frozen=True)
@@ -29,14 +37,47 @@ class PromptEmbeds:
 def encode_prompts(pipe, prompts: list[str], device: torch.device, max_sequence_length: int) -> PromptEmbeds:
     """Encode prompts with the pipeline's three text encoders (CLIP-L, CLIP-G, T5), plus empty negatives.
 
-    The text encoders may live on the CPU (offloading); the embeddings are moved to `device`.
+    The text encoders may live on the CPU (offloading); the embeddings are moved to `device`. A prompt longer than
+    `max_sequence_length` T5 tokens is cut there: said once per prompt (diffusers' own warning, which prints the
+    wrong part of the prompt -- it slices at CLIP's length, hence its `['', '']` -- is dropped).
     """
     text_device = pipe.text_encoder.device
-    pe, npe, pooled, npooled = pipe.encode_prompt(
-        prompt=prompts, prompt_2=None, prompt_3=None, device=text_device, num_images_per_prompt=1,
-        do_classifier_free_guidance=True, negative_prompt=[""] * len(prompts), max_sequence_length=max_sequence_length,
-    )
+    _note_truncated(pipe, prompts, max_sequence_length)
+    diffusers_log = logging.getLogger(type(pipe).__module__)
+    diffusers_log.addFilter(_drop_t5_truncation_warning)
+    try:
+        pe, npe, pooled, npooled = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=text_device, num_images_per_prompt=1,
+            do_classifier_free_guidance=True, negative_prompt=[""] * len(prompts),
+            max_sequence_length=max_sequence_length,
+        )
+    finally:
+        diffusers_log.removeFilter(_drop_t5_truncation_warning)
     return PromptEmbeds(pe.to(device), pooled.to(device), npe.to(device), npooled.to(device))
+
+
+def _drop_t5_truncation_warning(record: logging.LogRecord) -> bool:
+    return "`max_sequence_length` is set to" not in record.getMessage()
+
+
+_TRUNCATED_SEEN: set[str] = set()  # prompts already reported as cut (a prompt is drawn again and again)
+
+
+def _note_truncated(pipe, prompts: list[str], max_sequence_length: int) -> None:
+    """Warn, once per prompt, about prompts T5 sees only the first `max_sequence_length` tokens of."""
+    tokenizer = getattr(pipe, "tokenizer_3", None)
+    if tokenizer is None:
+        return
+    lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
+    new = [(n, p) for n, p in zip(lengths, prompts, strict=True)
+           if n > max_sequence_length and p not in _TRUNCATED_SEEN]
+    if not new:
+        return
+    _TRUNCATED_SEEN.update(p for _, p in new)
+    n, prompt = max(new)
+    log.warning("%d prompt(s) longer than model.max_sequence_length=%d T5 tokens are cut there (the longest, %d "
+                "tokens: %r); raise model.max_sequence_length to keep them whole", len(new), max_sequence_length, n,
+                prompt[:80])
 
 
 def scheduler_sigmas(pipe, num_inference_steps: int) -> Tensor:
@@ -120,3 +161,62 @@ def decode(pipe, latents: Tensor, batch_size: int = 32) -> Tensor:
         img = vae.decode(z, return_dict=False)[0].float()  # (b, 3, H, W) in ~[-1, 1]
         out.append((img / 2 + 0.5).clamp(0, 1))
     return torch.cat(out).to(latents.device)
+
+
+def _sdpa_context(backend: str):
+    """A factory of `torch.nn.attention.sdpa_kernel` contexts pinning `backend` (a null context for "default")."""
+    if backend == "default":
+        return contextlib.nullcontext
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernel = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
+    return functools.partial(sdpa_kernel, kernel)
+
+
+def configure_transformer(transformer: torch.nn.Module, attention_backend: str = "default", compile: bool = False,
+                          gradient_checkpointing: bool = False, compile_backend: str = "inductor") -> torch.nn.Module:
+    """Set how the SD3 transformer runs, in place (its parameters, names and state dict do not change).
+
+    Args:
+        transformer: the SD3 transformer (LoRA already added: compiling first would trace the adapter-less graph).
+        attention_backend: `model.attention_backend`; every attention of a forward runs under
+            `torch.nn.attention.sdpa_kernel` of that kernel, and so does gradient checkpointing's recomputation in
+            the backward (through `torch.utils.checkpoint`'s `context_fn`). "default" lets torch choose.
+        compile: `model.compile`: `nn.Module.compile()` (torch.compile of the module's call, in place), so the
+            trainer's sampling (no gradients) and update (DDP, gradients) both run the compiled graphs.
+        gradient_checkpointing: `train.gradient_checkpointing`.
+        compile_backend: torch.compile's backend (inductor: what `model.compile` means; the tests use aot_eager,
+            which traces the same graphs without generating code).
+    Returns:
+        `transformer`.
+    """
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise UserError(f"model.attention_backend={attention_backend!r}: must be one of "
+                        f"{', '.join(ATTENTION_BACKENDS)}")
+    context = _sdpa_context(attention_backend)
+    if gradient_checkpointing:
+        def checkpointed(module, *args):
+            return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False,
+                                                     context_fn=lambda: (context(), context()))
+
+        transformer.enable_gradient_checkpointing(checkpointed if attention_backend != "default" else None)
+    if attention_backend != "default":
+        forward = transformer.forward
+
+        @functools.wraps(forward)
+        def forward_with_backend(*args, **kwargs):
+            try:
+                with context():
+                    return forward(*args, **kwargs)
+            except RuntimeError as err:
+                if "No viable backend" not in str(err) and "No available kernel" not in str(err):
+                    raise
+                raise UserError(f"model.attention_backend={attention_backend!r}: torch has no {attention_backend} "
+                                f"attention kernel for these inputs on this device ({err}); use 'default' (torch "
+                                "chooses) or 'math' (runs everywhere)") from err
+
+        transformer.forward = forward_with_backend
+    if compile:
+        transformer.compile(backend=compile_backend)
+    return transformer

@@ -77,6 +77,9 @@ a white dog running on the beach, golden hour, bokeh, sharp focus
 two brown horses in a snowy field, winter morning, muted palette
 a cozy kitchen with copper pots and plants by the window, interior design
 a knight in silver armor standing in a dark cave lit by torches
+a red circle, a blue square and a green triangle; two orange circles, three yellow squares, four purple triangles
+a circle to the left of a square, a square to the right of a triangle, a triangle above a circle below a square
+one red square, two blue triangles, three green circles and four orange squares to the left of a yellow circle
 """.strip()
 
 

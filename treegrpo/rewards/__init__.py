@@ -12,12 +12,10 @@ a pickled reward travels without its model and reloads it where it lands.
 - `composition`, `composition_accuracy`: weight-free checks of the world's prompts (`treegrpo.world`): the fraction
   of a prompt's constraints an image meets (objects, counts, colours, positions), and the strict all-met 0/1.
 
-This module is light on purpose (the config imports `REWARD_NAMES` to check `reward.weights` at load time): the
-classes, the registry `REWARDS` and the factories live in `treegrpo.rewards.registry`.
+The names are the config's (`treegrpo.config.reward`, which checks `reward.weights` at load time), re-exported here;
+the classes, the registry `REWARDS` and the factories live in `treegrpo.rewards.registry`.
 """
 
-# the paper's four, in the column order of its Table 1
-PAPER_REWARDS = ("hpsv2", "image_reward", "aesthetic", "clip_score")
-WEIGHT_FREE_REWARDS = ("jpeg_compressibility", "color_fraction", "composition", "composition_accuracy")
-# every name `treegrpo.rewards.registry.REWARDS` maps (a test keeps the two equal)
-REWARD_NAMES = PAPER_REWARDS + WEIGHT_FREE_REWARDS
+from treegrpo.config.reward import PAPER_REWARDS, REWARD_NAMES, WEIGHT_FREE_REWARDS
+
+__all__ = ["PAPER_REWARDS", "REWARD_NAMES", "WEIGHT_FREE_REWARDS"]

@@ -80,6 +80,8 @@ def _import_quietly(name: str):
 
     level = transformers.logging.get_verbosity()
     with warnings.catch_warnings():
+        # image-reward imports OpenAI's `clip`, whose version check imports the deprecated pkg_resources: harmless
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
         module = importlib.import_module(name)
     transformers.logging.set_verbosity(level)
     return module

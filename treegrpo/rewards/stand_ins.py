@@ -14,6 +14,7 @@ arguments of its reward class.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,16 @@ def build_tiny_clip(config: Path, path: Path, seed: int) -> None:
     import open_clip
 
     open_clip.add_model_config(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.create_model(config.stem, pretrained=None)
+    previous = logging.root.manager.disable
+    # open_clip narrates at INFO on the root logger and warns "No pretrained weights loaded ... initialized
+    # randomly": random weights are what a stand-in is
+    logging.disable(logging.WARNING)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(config.stem, pretrained=None)
+    finally:
+        logging.disable(previous)
     if path.suffix == ".safetensors":
         _save_tensors(model.state_dict(), path)
     else:
