@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from treegrpo.bench.flops import random_inputs
+
 
 @dataclass(frozen=True)
 class Call:
@@ -129,19 +131,9 @@ def bare_forward_seconds(transformer: torch.nn.Module, shapes: list[tuple[int, i
     """
     if not shapes:
         return BareTime(0.0, 0.0)
-    cfg = transformer.config
     device = next(transformer.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    inputs = []
-    for rows, tokens in shapes:
-        inputs.append({
-            "hidden_states": torch.randn((rows, *latent_shape), generator=gen).to(device, dtype),  # (rows, C, h, w)
-            "encoder_hidden_states": torch.randn((rows, tokens, cfg.joint_attention_dim), generator=gen)
-            .to(device, dtype),  # (rows, L, D)
-            "pooled_projections": torch.randn((rows, cfg.pooled_projection_dim), generator=gen)
-            .to(device, dtype),  # (rows, P)
-            "timestep": (torch.rand((rows,), generator=gen) * 1000).to(device, dtype),  # (rows,)
-        })
+    inputs = [random_inputs(transformer, rows, tokens, latent_shape, dtype, gen) for rows, tokens in shapes]
     was_training = transformer.training
     transformer.eval()
     walls, cpus = [], []

@@ -83,6 +83,23 @@ one red square, two blue triangles, three green circles and four orange squares 
 """.strip()
 
 
+def _canonical_ties(vocab: list[tuple[str, float]], gap: float = 2e-4) -> list[tuple[str, float]]:
+    """The vocabulary sorted by score, with each near-tie given out in one order.
+
+    The trainer breaks a tie between pieces with small offsets (seen: 'b' and 'q' at -8.167139305 and -8.167239305,
+    either way round from one build to the next). A cluster is a run of scores each within `gap` of the next; its
+    pieces, sorted by name, take its scores from highest to lowest, so only the set of (piece, score) pairs matters.
+    """
+    ranked = sorted(vocab, key=lambda v: (-v[1], v[0]))
+    out, start = [], 0
+    for end in range(1, len(ranked) + 1):
+        if end == len(ranked) or ranked[end - 1][1] - ranked[end][1] > gap:
+            cluster = ranked[start:end]
+            out += zip(sorted(p for p, _ in cluster), [score for _, score in cluster], strict=True)
+            start = end
+    return out
+
+
 def write_t5_tokenizer(out_dir: Path, vocab_size: int = 256, model_max_length: int = 512) -> None:
     """Train a small unigram tokenizer on `_T5_CORPUS` and save it as a T5TokenizerFast folder."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -96,14 +113,14 @@ def write_t5_tokenizer(out_dir: Path, vocab_size: int = 256, model_max_length: i
         vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", shrinking_factor=0.75
     )
     tok.train_from_iterator(_T5_CORPUS.splitlines(), trainer=trainer)
-    # the trainer's parallel EM leaves the last digit of a score (-2.424386574103092 or ...091) and the order of
-    # tied pieces (so their ids) to thread timing: scores rounded, ties ordered by piece, the special tokens first,
+    # the trainer leaves the last digit of a score (-2.424386574103092 or ...091) and which of two tied pieces gets
+    # which tie-break offset to chance: scores rounded, near-ties given out by piece, the special tokens first, so
     # the same folder (and DVC hash) comes out of every build
     spec = json.loads(tok.to_str())
     vocab = [(piece, round(score, 9)) for piece, score in spec["model"]["vocab"]]
     special = vocab[:3]  # <pad> 0, </s> 1, <unk> 2, as T5
     assert [p for p, _ in special] == ["<pad>", "</s>", "<unk>"], special
-    spec["model"]["vocab"] = [list(v) for v in special + sorted(vocab[3:], key=lambda v: (-v[1], v[0]))]
+    spec["model"]["vocab"] = [list(v) for v in special + _canonical_ties(vocab[3:])]
     tok = Tokenizer.from_str(json.dumps(spec))
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = T5TokenizerFast(
