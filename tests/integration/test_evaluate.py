@@ -126,6 +126,32 @@ def test_cli_with_a_prompt_file(params, tmp_path, capsys):
     assert main([*args, str(tmp_path / "none.txt")]) == 2  # a missing prompt file: one line, exit 2
 
 
+def test_cli_shows_the_table_not_loading_bars_or_the_text_encoder_lora_warning(params, pipe, tmp_path, capfd,
+                                                                                caplog):
+    """One display, the command's: diffusers' loading bars are off, and its 'No LoRA keys associated to
+    CLIPTextModelWithProjection' warning (true of every transformer-only LoRA, ours included) is not shown."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.enable_progress_bar()  # the library default, whatever an earlier test in this process did
+    transformers_logging.enable_progress_bar()
+    lora_params = dataclasses.replace(params, eval=dataclasses.replace(params.eval, lora=str(tmp_path / "lora")))
+    _save_lora(lora_params, pipe, scale=0.0)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"]["pretrained"] = params.model.pretrained
+    raw["eval"].update(lora=str(tmp_path / "lora"), rewards=["color_fraction"], output_dir=str(tmp_path / "report"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "prompts.txt").write_text("a red car\n")
+    caplog.set_level(logging.WARNING)
+    assert main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--prompts", str(tmp_path / "prompts.txt")]) == 0
+    out, err = capfd.readouterr()
+    assert "| base (" in out and "trained" in out  # the table, base and trained
+    assert "Loading" not in err and "it/s]" not in err and "s/it]" not in err
+    assert not [r for r in caplog.records if "No LoRA keys" in r.getMessage()]
+
+
 class _RenderingPipe:
     """A stand-in pipeline that draws what each prompt says (the world's renderer), except that it draws nothing for
     prompts in `blank`: evaluation's accuracy per category is then known by hand."""

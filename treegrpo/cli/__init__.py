@@ -20,6 +20,16 @@ COMMANDS = ["check", "build_model", "world", "pretrain", "profile", "ingest", "v
             "evaluate", "register", "promote", "bench"]
 
 
+def quiet_loading_bars() -> None:
+    """One progress display on the terminal, the command's own: not diffusers' and transformers' bars for loading
+    weights (called by the commands that load models)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="treegrpo", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from treegrpo.cli import quiet_loading_bars
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.evaluation import evaluate, read_prompts
 
+    quiet_loading_bars()
     params = load_params(args.params)
     prompts = read_prompts(params, args.prompts)
     evaluate(params, prompts)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from treegrpo.cli import quiet_loading_bars
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from treegrpo.models.tiny import save_pipeline_atomic
     from treegrpo.world.split import world_prompts
 
+    quiet_loading_bars()
     params = load_params(args.params)
     source = params.tiny_model.path
     folder = local_folder(source)  # a clear error for a missing folder (build it first)

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from treegrpo.cli import quiet_loading_bars
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.registry import register_lora
 
+    quiet_loading_bars()
     params = load_params(args.params)
     metrics, history, prompts = read_outputs(params)
     out_dir = Path(params.tracking.output_dir)

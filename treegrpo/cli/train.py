@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from treegrpo.cli import quiet_loading_bars
+
 log = logging.getLogger(__name__)
 
 
@@ -40,15 +42,6 @@ def read_train_prompts(validated_dir: str, override: str | None) -> list[str]:
             raise UserError(f"--prompts {override}: no such file")
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return load_prompts(override or Path(validated_dir) / "train.parquet")
-
-
-def quiet_loading_bars() -> None:
-    """One progress bar on the terminal, training's: not diffusers' and transformers' bars for loading weights."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
 
 
 def logs_above_the_bar():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from treegrpo.config import LoraParams
 from treegrpo.errors import UserError
@@ -83,4 +85,16 @@ def load_lora(pipe, path: str | Path) -> None:
     if not (path / "pytorch_lora_weights.safetensors").is_file():
         raise UserError(f"{path}: no pytorch_lora_weights.safetensors here; train one with `treegrpo train` "
                         "or point at a folder written by it")
-    pipe.load_lora_weights(str(path))
+    with safe_open(str(path / "pytorch_lora_weights.safetensors"), "pt") as f:
+        text_keys = any(k.startswith(("text_encoder.", "text_encoder_2.")) for k in f.keys())
+    loader_log = logging.getLogger("diffusers.loaders.lora_base")
+    if not text_keys:  # a transformer-only LoRA (ours): diffusers' 'No LoRA keys associated to CLIP...' says nothing
+        loader_log.addFilter(_drop_no_text_keys_warning)
+    try:
+        pipe.load_lora_weights(str(path))
+    finally:
+        loader_log.removeFilter(_drop_no_text_keys_warning)
+
+
+def _drop_no_text_keys_warning(record: logging.LogRecord) -> bool:
+    return "No LoRA keys associated to" not in record.getMessage()
