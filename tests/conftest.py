@@ -50,6 +50,7 @@ def make_params(tiny_dir: Path, out_dir: Path, **overrides):
     import yaml
 
     from treegrpo.config import parse_params
+    from treegrpo.config.base import set_dotted
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["model"]["pretrained"] = str(tiny_dir)
@@ -57,9 +58,5 @@ def make_params(tiny_dir: Path, out_dir: Path, **overrides):
     raw["reward"]["weights"] = {"jpeg_compressibility": 1.0}
     raw["train"]["learning_rate"] = 1e-2
     for dotted, value in overrides.items():
-        *path, last = dotted.split("__")
-        node = raw
-        for key in path:
-            node = node[key]
-        node[last] = value
+        set_dotted(raw, dotted.replace("__", "."), value, "make_params")
     return parse_params(raw), raw

@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
+from treegrpo.config.train import ALGORITHMS
 from treegrpo.core.window import WindowSchedule, choose_window_start, derive_seed
-
-ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
 
 
 @dataclass(frozen=True)

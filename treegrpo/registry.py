@@ -29,6 +29,7 @@ import pandas as pd
 
 from treegrpo.config import Params, to_dict
 from treegrpo.errors import UserError
+from treegrpo.run_identity import folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ def lora_digest(lora_dir: str | Path) -> str:
     lora_dir = Path(lora_dir)
     if not (lora_dir / LORA_FILE).is_file():
         raise UserError(f"{lora_dir}: no {LORA_FILE}; train first (`dvc repro train`)")
-    h = hashlib.sha256()
-    for path in sorted(p for p in lora_dir.rglob("*") if p.is_file()):
-        h.update(path.relative_to(lora_dir).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return folder_digest(lora_dir)
 
 
 def eval_key(params: Params, prompts: list[str]) -> str:

@@ -52,20 +52,29 @@ def module_file(name: str) -> Path:
     return Path(importlib.import_module(name).__file__)
 
 
-def model_identity(pretrained: str) -> str:
-    """What identifies the base model's content. A local folder: every file's relative path and size, and the bytes
-    of each file up to 64 MiB (configs, tokenizers, a tiny model's weights; SD3.5's multi-GB weights by their first
-    MiB, which holds the safetensors header). A hub id: "" (the id and `model.revision` are params already)."""
-    folder = Path(pretrained).expanduser()
-    if not folder.is_dir():
-        return ""
+def folder_digest(folder: str | Path, head_above: int | None = None) -> str:
+    """sha256 (hex) over a folder's files in sorted order: each file's relative path and bytes; a file larger than
+    `head_above` bytes (None: none is) by its size and its first MiB instead. The one folder hasher: a LoRA's identity
+    in the registry (`registry.lora_digest`, every byte) and the base model's in the fingerprint (`model_identity`)."""
+    folder = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
-        with open(path, "rb") as f:
-            digest.update(f.read() if size <= 64 * 2**20 else f.read(2**20))
+        if head_above is not None and size > head_above:
+            with open(path, "rb") as f:
+                digest.update(f"{size}\0".encode() + f.read(2**20))
+        else:
+            digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def model_identity(pretrained: str) -> str:
+    """What identifies the base model's content. A local folder: `folder_digest` with files above 64 MiB read by their
+    size and first MiB (configs, tokenizers and a tiny model's weights whole; SD3.5's multi-GB weights by the
+    safetensors header). A hub id: "" (the id and `model.revision` are params already)."""
+    folder = Path(pretrained).expanduser()
+    return folder_digest(folder, head_above=64 * 2**20) if folder.is_dir() else ""
 
 
 def fingerprinted_params(params: Params) -> dict[str, Any]:

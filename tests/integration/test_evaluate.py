@@ -145,7 +145,8 @@ def test_cli_shows_the_table_not_loading_bars_or_the_text_encoder_lora_warning(p
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "prompts.txt").write_text("a red car\n")
     caplog.set_level(logging.WARNING)
-    assert main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--prompts", str(tmp_path / "prompts.txt")]) == 0
+    args = ["evaluate", "--params", str(tmp_path / "params.yaml"), "--prompts", str(tmp_path / "prompts.txt")]
+    assert main(args) == 0
     out, err = capfd.readouterr()
     assert "| base (" in out and "trained" in out  # the table, base and trained
     assert "Loading" not in err and "it/s]" not in err and "s/it]" not in err

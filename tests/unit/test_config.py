@@ -106,3 +106,20 @@ def test_every_dvc_param_key_exists():
         for part in dotted.split("."):
             assert part in node, f"dvc.yaml interpolates ${{{dotted}}}, absent from params.yaml"
             node = node[part]
+
+
+def test_set_dotted_sets_one_value_and_refuses_a_key_params_yaml_lacks(raw):
+    from treegrpo.config.base import set_dotted
+
+    before = copy.deepcopy(raw)
+    set_dotted(raw, "sampler.window.alpha", 0.25)
+    assert raw["sampler"]["window"]["alpha"] == 0.25
+    raw["sampler"]["window"]["alpha"] = before["sampler"]["window"]["alpha"]
+    assert raw == before  # nothing else moved
+    with pytest.raises(KeyError, match="no key 'iteration'"):
+        set_dotted(raw, "train.iteration", 3)  # a typo adds nothing
+    with pytest.raises(KeyError, match="no section 'trian'"):
+        set_dotted(raw, "trian.iterations", 3)
+    with pytest.raises(KeyError, match="no section 'seed'"):
+        set_dotted(raw, "train.seed.value", 3)  # a value is not a section
+    assert raw == before

@@ -94,3 +94,29 @@ def test_the_reward_modules_are_training_code():
     assert code[: len(run_identity.TRAINING_CODE)] == run_identity.TRAINING_CODE
     assert code[len(run_identity.TRAINING_CODE):] == ("treegrpo.rewards.weight_free",)
     assert run_identity.training_code({"lambda": lambda images, prompts: images}) == run_identity.TRAINING_CODE
+
+
+def test_one_folder_hasher_reads_paths_and_bytes_and_big_files_by_their_head(tmp_path):
+    import hashlib
+
+    from treegrpo.registry import lora_digest
+
+    lora = tmp_path / "lora"
+    (lora / "sub").mkdir(parents=True)
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
+    (lora / "sub" / "a.json").write_bytes(b"{}")
+    by_hand = hashlib.sha256(b"pytorch_lora_weights.safetensors\0weights" + b"sub/a.json\0{}").hexdigest()
+    assert lora_digest(lora) == run_identity.folder_digest(lora) == by_hand  # the registry's identity, unchanged
+
+    model = tmp_path / "model"
+    model.mkdir()
+    big = bytearray(2**20 + 10)
+    (model / "w.bin").write_bytes(bytes(big))
+    head = run_identity.folder_digest(model, head_above=2**20)
+    assert head == hashlib.sha256(b"w.bin\0" + f"{2**20 + 10}\0".encode() + bytes(2**20)).hexdigest()
+    big[-1] = 1  # past the first MiB: the head reads the same
+    (model / "w.bin").write_bytes(bytes(big))
+    assert run_identity.folder_digest(model, head_above=2**20) == head
+    assert run_identity.folder_digest(model) != run_identity.folder_digest(model, head_above=2**20)
+    assert run_identity.model_identity(str(model)) == run_identity.folder_digest(model)  # 1 MiB < 64 MiB: whole
+    assert run_identity.model_identity("stabilityai/stable-diffusion-3.5-medium") == ""  # a hub id

@@ -30,11 +30,12 @@ import torch
 
 from treegrpo.bench.flops import CallFlops, tflops
 from treegrpo.bench.probe import ForwardProbe, bare_forward_seconds
+from treegrpo.config.base import set_dotted
+from treegrpo.config.train import ALGORITHMS
 from treegrpo.core.tree import tree_nfe
 from treegrpo.metrics import PeakMemory
 
 log = logging.getLogger(__name__)
-ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
 SIZES = ("tiny", "small", "sd35m")
 PHASES = ("time_sampling", "time_decoding", "time_reward", "time_training")
 # what each model size changes in params.yaml (tiny and small run the embedded default's 64 px, float32)
@@ -99,18 +100,6 @@ def ensure_model(size: str, model_dir: str | Path, seed: int = 0, tokenizer_dir:
     return save_tiny_pipeline(model_dir, size=size, seed=seed)
 
 
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    *path, last = dotted.split(".")
-    node = raw
-    for key in path:
-        if key not in node:
-            raise KeyError(f"bench override {dotted}: params.yaml has no section {key!r}")
-        node = node[key]
-    if last not in node:
-        raise KeyError(f"bench override {dotted}: params.yaml has no key {last!r}")
-    node[last] = value
-
-
 def bench_params(setup: BenchSetup, algorithm: str, out_dir: str | Path, overrides: dict[str, Any] | None = None):
     """Params for one run of `algorithm`: params.yaml, the size's and the caller's overrides, equal images per prompt.
 
@@ -133,7 +122,7 @@ def bench_params(setup: BenchSetup, algorithm: str, out_dir: str | Path, overrid
     if setup.prompts_per_iteration is not None:
         values.setdefault("train.prompts_per_iteration", setup.prompts_per_iteration)
     for dotted, value in values.items():
-        _set(raw, dotted, value)
+        set_dotted(raw, dotted, value, "bench override")
     s = raw["sampler"]
     if "baselines" in raw and "baselines.group_size" not in values:  # the same images per prompt as TreeGRPO
         raw["baselines"]["group_size"] = s["trees_per_prompt"] * s["branching"] ** s["depth"]

@@ -85,7 +85,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from treegrpo.bench.harness import ALGORITHMS
+    from treegrpo.config.train import ALGORITHMS
     from treegrpo.errors import UserError
 
     bad = [p for p in args.parts if p not in PARTS]

@@ -145,3 +145,21 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, typing.Mapping):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str = "override") -> None:
+    """Set `raw`'s value at `dotted` ('train.iterations') in place: the one setter of a dotted key in a plain params
+    mapping (benchmarks' and tests' overrides; a file's text is edited by `treegrpo.config.edit`).
+
+    Raises:
+        KeyError: a section or key `raw` does not have (a typo would otherwise add a key that nothing reads).
+    """
+    *path, last = dotted.split(".")
+    node = raw
+    for key in path:
+        if not isinstance(node.get(key), dict):
+            raise KeyError(f"{where} {dotted}: params.yaml has no section {key!r}")
+        node = node[key]
+    if last not in node:
+        raise KeyError(f"{where} {dotted}: params.yaml has no key {last!r}")
+    node[last] = value

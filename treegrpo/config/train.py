@@ -7,10 +7,12 @@ from typing import Literal
 
 from treegrpo.config.base import check
 
+# the recipes `train.algorithm` names: TreeGRPO and its three baselines (README "Baselines"); the one list
+ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
 
 @dataclass(frozen=True)
 class TrainParams:
-    algorithm: Literal["treegrpo", "grpo", "mixgrpo", "ddpo"]
+    algorithm: Literal[ALGORITHMS]  # one of ALGORITHMS
     seed: int
     iterations: int
     prompts_per_iteration: int
