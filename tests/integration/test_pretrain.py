@@ -133,7 +133,7 @@ def test_losses_go_down_on_a_short_schedule(world_dir):
     assert flow_last < 0.85 * flow_first, (flow_first, flow_last)
 
 
-def test_cli_saves_a_folder_that_from_pretrained_and_the_loader_read(world_dir, tmp_path):
+def test_cli_saves_a_folder_that_from_pretrained_and_the_loader_read(world_dir, tmp_path, capsys):
     from diffusers import StableDiffusion3Pipeline
 
     from treegrpo.cli import main
@@ -146,6 +146,8 @@ def test_cli_saves_a_folder_that_from_pretrained_and_the_loader_read(world_dir, 
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     assert main(["pretrain", "--params", str(params_file)]) == 0
+    err = capsys.readouterr().err  # a bar per phase, run to its end (they are updated every 50 steps)
+    assert "pretrain VAE: 100%" in err and "pretrain transformer: 100%" in err and "3/3" in err
     out = tmp_path / "pretrained"
     summary = json.loads((out / "pretrain.json").read_text())
     assert summary["prompts"] == len(world_prompts("train")) and summary["images"] == summary["prompts"]

@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     pipe = StableDiffusion3Pipeline.from_pretrained(str(folder if folder is not None else source),
                                                     dtype=torch.float32)
     prompts = world_prompts("train")  # never the held-out split
-    result = pretrain(pipe, prompts, render_prompt, params.pretrain, params.model.resolution,
-                      params.model.max_sequence_length)
+    with PhaseBars({"pretrain/vae_loss": ("VAE", params.pretrain.vae_steps),
+                    "pretrain/loss": ("transformer", params.pretrain.steps)}) as bars:
+        result = pretrain(pipe, prompts, render_prompt, params.pretrain, params.model.resolution,
+                          params.model.max_sequence_length, log_fn=bars)
     save_pipeline_atomic(pipe, out)
     summary = {
         "prompts": result.prompts, "images": result.images,
@@ -65,6 +67,38 @@ def run(args: argparse.Namespace) -> int:
           f"({cpu:.0f} s CPU): VAE loss {summary['vae_loss_first']:.4f} -> {summary['vae_loss_last']:.4f}, "
           f"flow loss {summary['loss_first']:.4f} -> {summary['loss_last']:.4f}; saved {out}")
     return 0
+
+
+class PhaseBars:
+    """A terminal progress bar per pretraining phase, driven by pretraining's `log_fn(name, step, value)` (called
+    every few steps): `phases` maps a logged name to (label, total steps)."""
+
+    def __init__(self, phases: dict[str, tuple[str, int]]):
+        self.phases, self.bar, self.name = phases, None, None
+
+    def __enter__(self) -> PhaseBars:
+        return self
+
+    def __call__(self, name: str, step: int, value: float) -> None:
+        from tqdm import tqdm
+
+        if name not in self.phases:
+            return
+        if name != self.name:
+            self.close()
+            label, total = self.phases[name]
+            self.bar, self.name = tqdm(total=total, desc=f"pretrain {label}", unit="step", leave=True), name
+        self.bar.update(step + 1 - self.bar.n)
+        self.bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bar.total - self.bar.n)  # the phase ran to its end (logged every few steps)
+            self.bar.close()
+            self.bar = None
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _mean(values: list[float]) -> float:
