@@ -251,7 +251,7 @@ class TreeGRPOTrainer:
         prompts = [self.prompts[k] for k in batch_keys]
         shape, self.state.window = iteration_shape(self.params, it, self.schedule, self.state.window)
         with timer("time_sampling"):
-            samples, velocity = self.sample_trees(it, batch_keys, prompts, shape)
+            samples, velocity = self.sample_batch(it, batch_keys, prompts, shape)
         with timer("time_decoding"):
             images = decode(self.pipe, samples.leaf_latents)  # (L, 3, H, W)
         with timer("time_reward"):
@@ -286,9 +286,9 @@ class TreeGRPOTrainer:
         return order[: t.prompts_per_iteration].tolist()[acc.process_index :: acc.num_processes]
 
     # ---------------------------------------------------------------- sample
-    def sample_trees(self, it: int, batch_keys: list[int], prompts: list[str], shape: Shape) -> SampledBatch:
-        """Grow this rank's trees (or trajectories: k = 1) with the frontier batched; returns the trees and the
-        velocity fn used."""
+    def sample_batch(self, it: int, batch_keys: list[int], prompts: list[str], shape: Shape) -> SampledBatch:
+        """Grow this rank's trees (or trajectories: k = 1) of iteration `it` with `core.tree.sample_trees`, the
+        frontier batched; returns the trees and the velocity fn used."""
         s, p, acc = self.params.sampler, self.params, self.accelerator
         embeds = encode_prompts(self.pipe, prompts, acc.device, p.model.max_sequence_length)
         model = acc.unwrap_model(self.model)

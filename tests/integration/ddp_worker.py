@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     if os.environ.get("TREEGRPO_TEST_LOCAL_OWNER") == "1":
         plant_local_rank_owner()
     _after("setup", _record_gradients)
-    _after("sample_trees", _keep_samples)
+    _after("sample_batch", _keep_samples)
     _after("score", lambda self, result, *a: RECORD[-1].update(rewards=result.cpu()))
     _after("advantages", lambda self, result, *a: RECORD[-1].update(advantages=result.cpu()))
     rank = os.environ.get("RANK", "0")

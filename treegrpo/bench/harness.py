@@ -146,11 +146,11 @@ def transformer_of(trainer) -> torch.nn.Module:
 def attach_probe(trainer) -> ForwardProbe:
     """A probe on the trainer's transformer; the trainer's sampling and update steps label their calls.
 
-    The labels come from wrapping this trainer object's `sample_trees` and `policy_step` (instance attributes; the
+    The labels come from wrapping this trainer object's `sample_batch` and `policy_step` (instance attributes; the
     class is untouched), so the probe knows which phase made each call without reading the trainer's timers.
     """
     probe = ForwardProbe(transformer_of(trainer), cfg=trainer.params.sampler.guidance_scale > 1.0)
-    for name, phase in (("sample_trees", "sampling"), ("policy_step", "training")):
+    for name, phase in (("sample_batch", "sampling"), ("policy_step", "training")):
         method = getattr(trainer, name)
 
         def labelled(*args, _method=method, _phase=phase, **kwargs):
