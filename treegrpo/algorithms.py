@@ -52,7 +52,7 @@ def iteration_shape(params, iteration: int, schedule: WindowSchedule,
 
     Args:
         params: all params (reads train, sampler, baselines).
-        iteration: the iteration (epoch) index.
+        iteration: the training iteration index.
         schedule: TreeGRPO's window schedule (from sampler.window).
         window_state: the adaptive window's state.
     Returns:

@@ -1,4 +1,5 @@
-"""The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8).
+"""The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8). The same loop
+runs the baselines (GRPO, MixGRPO, DDPO) as other sampler shapes (`treegrpo.algorithms`).
 
 Reads top to bottom. The math lives in `treegrpo.core`; the model behind `treegrpo.models`; this file owns the loop,
 accelerate (devices, mixed precision, data parallelism), the NaN policy and checkpoint/resume. It never imports
@@ -94,7 +95,9 @@ class SampledBatch(NamedTuple):
 
 
 class TreeGRPOTrainer:
-    """One training run. `train()` runs (or resumes) it to `train.iterations` and returns the final metrics.
+    """One training run of `train.algorithm`: TreeGRPO, or one of the three baselines it is measured against (grpo,
+    mixgrpo, ddpo: `treegrpo.algorithms` gives each iteration's shape, the loop is the same). `train()` runs (or
+    resumes) it to `train.iterations` and returns the final metrics.
 
     Args:
         params: all of params.yaml.

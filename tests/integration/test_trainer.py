@@ -188,7 +188,7 @@ def test_training_on_jpeg_compressibility_makes_images_more_compressible(tiny_pi
         embeds = encode_prompts(tr.pipe, PROMPTS, torch.device("cpu"), 32)
         model = tr.accelerator.unwrap_model(tr.model)
         v = CfgVelocity(model, embeds, tr.sigmas, 4.5, torch.float32)
-        roots, prompt = root_latents(range(4), 4, tr.latent_shape, seed=123, epoch=0)
+        roots, prompt = root_latents(range(4), 4, tr.latent_shape, seed=123, iteration=0)
         with torch.no_grad():  # ODE samples (noise 0) from fixed noise: the policy's mean behaviour
             s = sample_trees(v, roots, prompt, tr.sigmas, 0, 1, 1, 0.0, None, max_batch=64)
         return reward(decode(tr.pipe, s.leaf_latents), [PROMPTS[i] for i in s.leaf_prompt.tolist()]).mean().item()
