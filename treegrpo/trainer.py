@@ -40,20 +40,14 @@ from treegrpo.errors import UserError
 from treegrpo.grids import save_image_grid, spread
 from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
 from treegrpo.models.lora import add_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
-from treegrpo.models.pipeline import DTYPES, load_pipeline
-from treegrpo.models.sd3 import (
-    CfgVelocity,
-    configure_transformer,
-    decode,
-    encode_prompts,
-    latent_shape,
-    scheduler_sigmas,
-)
+from treegrpo.models.policy import SD3Policy
+from treegrpo.models.sd3 import PromptEmbeds, configure_transformer
 from treegrpo.run_identity import RunIdentity
 
 log = logging.getLogger(__name__)
 Reward = Callable[[Tensor, list[str]], Tensor]
 LogFn = Callable[[dict[str, float], int], None]
+PhaseFn = Callable[[str], contextlib.AbstractContextManager]
 
 
 class TrainingError(RuntimeError):
@@ -87,13 +81,6 @@ class ResumePoint(NamedTuple):
     history: list[dict[str, float]]
 
 
-class SampledBatch(NamedTuple):
-    """One iteration's trees, and the velocity function that grew them (its prompt embeddings; `calls`: the NFE)."""
-
-    samples: TreeSamples
-    velocity: CfgVelocity
-
-
 class TreeGRPOTrainer:
     """One training run of `train.algorithm`: TreeGRPO, or one of the three baselines it is measured against (grpo,
     mixgrpo, ddpo: `treegrpo.algorithms` gives each iteration's shape, the loop is the same). `train()` runs (or
@@ -108,11 +95,14 @@ class TreeGRPOTrainer:
         artifact_fn: receives `(path, iteration)` for each file written during training (main process only): the
             sample grids, every `train.sample_every` iterations.
         accelerator: an `accelerate.Accelerator`; one is made from params when None.
+        phase_fn: `phase_fn(name)` returns a context manager the trainer runs each phase of an iteration inside:
+            "sampling" (encoding the prompts, growing the trees) and "training" (the policy update). The benchmark
+            labels the transformer's calls with it; None: no hook. Settable after construction (`trainer.phase_fn`).
     """
 
     def __init__(self, params: Params, prompts: Sequence[str], rewards: Mapping[str, Reward],
                  log_fn: LogFn | None = None, accelerator=None,
-                 artifact_fn: Callable[[Path, int], None] | None = None):
+                 artifact_fn: Callable[[Path, int], None] | None = None, phase_fn: PhaseFn | None = None):
         if not prompts:
             raise UserError("no training prompts: run `treegrpo ingest` and `treegrpo validate` first")
         missing = set(params.reward.weights) - set(rewards)
@@ -122,6 +112,7 @@ class TreeGRPOTrainer:
         self.reward_names = list(params.reward.weights)
         self.log_fn = log_fn or (lambda metrics, it: None)
         self.artifact_fn = artifact_fn or (lambda path, it: None)
+        self.phase_fn = phase_fn or (lambda name: contextlib.nullcontext())
         self.accelerator = accelerator
         self.out = Path(params.train.output_dir)
         t, s = params.train, params.sampler
@@ -138,8 +129,8 @@ class TreeGRPOTrainer:
             self.accelerator = Accelerator(mixed_precision=p.train.mixed_precision,
                                            cpu=p.model.device == "cpu")
         acc = self.accelerator
-        self.pipe = load_pipeline(p.model, device=acc.device)
-        transformer = self.pipe.transformer
+        self.policy = SD3Policy.load(p.model, p.sampler, device=acc.device)
+        transformer = self.policy.transformer
         with torch.random.fork_rng(devices=[]):  # the adapter's random init depends on train.seed alone
             torch.manual_seed(derive_seed("lora", p.train.seed))
             add_lora(transformer, p.lora)
@@ -151,9 +142,8 @@ class TreeGRPOTrainer:
             param.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=p.train.learning_rate, weight_decay=p.train.weight_decay)
         self.model, self.optimizer = acc.prepare(transformer, optimizer)
-        self.sigmas = scheduler_sigmas(self.pipe, p.sampler.num_inference_steps).to(acc.device)  # (N + 1,)
-        self.latent_shape = latent_shape(self.pipe, p.model.resolution)
-        self.dtype = DTYPES[p.model.dtype]
+        # sampling runs the policy's transformer, the update its prepared wrapper (DDP): the same module
+        assert acc.unwrap_model(self.model) is transformer
         self.state = TrainerState()
         self.identity = RunIdentity.of(p, self.prompts, self.rewards)
         self.start_iteration, history = self.resume()
@@ -253,10 +243,11 @@ class TreeGRPOTrainer:
         batch_keys = self.prompt_batch(it)
         prompts = [self.prompts[k] for k in batch_keys]
         shape, self.state.window = iteration_shape(self.params, it, self.schedule, self.state.window)
-        with timer("time_sampling"):
-            samples, velocity = self.sample_batch(it, batch_keys, prompts, shape)
+        with timer("time_sampling"), self.phase_fn("sampling"):
+            embeds = self.policy.encode(prompts)  # once: the sampling and the update condition on the same
+            samples = self.sample_batch(it, batch_keys, embeds, shape)
         with timer("time_decoding"):
-            images = decode(self.pipe, samples.leaf_latents)  # (L, 3, H, W)
+            images = self.policy.decode(samples.leaf_latents)  # (L, 3, H, W)
         with timer("time_reward"):
             rewards = self.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, L)
         stats = self.reward_stats(rewards)
@@ -265,12 +256,12 @@ class TreeGRPOTrainer:
         signal = self.signal(samples, rewards, edge_adv)
         bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
                    and torch.isfinite(samples.child_log_prob).all())
-        with timer("time_training"):
+        with timer("time_training"), self.phase_fn("training"):
             train_stats = self.skip_step("non-finite reward, advantage or log-prob") if bad else \
-                self.policy_step(it, samples, edge_adv, velocity, shape.trained_levels)
+                self.policy_step(it, samples, edge_adv, embeds, shape.trained_levels)
         self.state.window = observe_reward(self.schedule, self.state.window, stats["reward_mean"])
         trained = int(self.trained_rows(samples, shape.trained_levels).sum())
-        return {**stats, **signal, **train_stats, **timer.totals, "nfe": float(velocity.calls),
+        return {**stats, **signal, **train_stats, **timer.totals, "nfe": float(samples.nfe),
                 "images": float(len(images)),
                 "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
                 "window_start": float(samples.window_start), "peak_memory_mb": memory.read(),
@@ -289,26 +280,23 @@ class TreeGRPOTrainer:
         return order[: t.prompts_per_iteration].tolist()[acc.process_index :: acc.num_processes]
 
     # ---------------------------------------------------------------- sample
-    def sample_batch(self, it: int, batch_keys: list[int], prompts: list[str], shape: Shape) -> SampledBatch:
+    def sample_batch(self, it: int, batch_keys: list[int], embeds: PromptEmbeds, shape: Shape) -> TreeSamples:
         """Grow this rank's trees (or trajectories: k = 1) of iteration `it` with `core.tree.sample_trees`, the
-        frontier batched; returns the trees and the velocity fn used."""
-        s, p, acc = self.params.sampler, self.params, self.accelerator
-        embeds = encode_prompts(self.pipe, prompts, acc.device, p.model.max_sequence_length)
-        model = acc.unwrap_model(self.model)
-        velocity = CfgVelocity(model, embeds, self.sigmas, s.guidance_scale, self.dtype)
+        frontier batched, conditioned on `embeds` (its prompts are those of `batch_keys`, in order)."""
+        s, p, acc, policy = self.params.sampler, self.params, self.accelerator, self.policy
+        velocity = policy.velocity(embeds)
         trees = shape.trees_per_prompt
-        roots, root_prompt = root_latents(batch_keys, 1 if shape.shared_noise else trees, self.latent_shape,
+        roots, root_prompt = root_latents(batch_keys, 1 if shape.shared_noise else trees, policy.latent_shape,
                                           p.train.seed, it, device=acc.device)
         if shape.shared_noise:  # GRPO's option: every trajectory of a prompt starts from the same noise
             roots, root_prompt = roots.repeat_interleave(trees, 0), root_prompt.repeat_interleave(trees)
         # one generator per tree, seeded by (seed, iteration, prompt, tree): the same noise on any number of ranks
         gen = [torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, key, tree))
                for key in batch_keys for tree in range(trees)]
-        model.eval()
+        policy.transformer.eval()
         with torch.no_grad(), acc.autocast():
-            samples = sample_trees(velocity, roots, root_prompt, self.sigmas, shape.window_start, shape.depth,
-                                   shape.branching, s.noise_level, gen, s.max_batch)
-        return SampledBatch(samples, velocity)
+            return sample_trees(velocity, roots, root_prompt, policy.sigmas, shape.window_start, shape.depth,
+                                shape.branching, s.noise_level, gen, s.max_batch)
 
     # ---------------------------------------------------------------- score
     def score(self, images: Tensor, prompts: list[str]) -> Tensor:
@@ -381,12 +369,13 @@ class TreeGRPOTrainer:
         return {f"tree/{name}": value for name, value in figures.items()}
 
     # ---------------------------------------------------------------- update
-    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity,
+    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, embeds: PromptEmbeds,
                     trained_levels: tuple[int, ...]) -> dict[str, float]:
         """`inner_epochs` passes over the shuffled trained parents; one forward with gradients per parent serves
-        its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step."""
+        its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step. The
+        velocity runs through the prepared (DDP) module, on the embeddings the trees were sampled with."""
         t, acc = self.params.train, self.accelerator
-        train_velocity = CfgVelocity(self.model, velocity.embeds, self.sigmas, velocity.guidance_scale, self.dtype)
+        train_velocity = self.policy.velocity(embeds, self.model)
         old = samples.child_log_prob
         if t.recompute_old_log_prob:
             old = self.recompute_log_probs(samples, train_velocity)
@@ -442,7 +431,7 @@ class TreeGRPOTrainer:
         latents, steps = samples.parent_latents[idx], samples.parent_step[idx]  # (m, C, H, W) (m,)
         with self.accelerator.autocast():
             v = velocity(latents, steps, samples.parent_prompt[idx])  # (m, C, H, W)
-        mean, std = sde_moments(latents, v, self.sigmas, steps, s.noise_level)
+        mean, std = sde_moments(latents, v, self.policy.sigmas, steps, s.noise_level)
         logp = child_log_probs(mean, std, samples.child_latents[idx])  # (m, k)
         out = grpo_loss(logp, old[idx], edge_adv[idx], t.clip_range, t.loss_reduction)
         kl = torch.zeros((), device=logp.device)
@@ -454,7 +443,7 @@ class TreeGRPOTrainer:
                     v_ref = velocity(latents, steps, samples.parent_prompt[idx])
                 finally:
                     model.enable_adapters()
-            ref_mean, _ = sde_moments(latents, v_ref, self.sigmas, steps, s.noise_level)
+            ref_mean, _ = sde_moments(latents, v_ref, self.policy.sigmas, steps, s.noise_level)
             kl = kl_to_reference(mean, ref_mean, std).mean()
         return out, kl
 
@@ -467,7 +456,7 @@ class TreeGRPOTrainer:
             latents, steps = samples.parent_latents[idx], samples.parent_step[idx]
             with self.accelerator.autocast():
                 v = velocity(latents, steps, samples.parent_prompt[idx])
-            mean, std = sde_moments(latents, v, self.sigmas, steps, self.params.sampler.noise_level)
+            mean, std = sde_moments(latents, v, self.policy.sigmas, steps, self.params.sampler.noise_level)
             old[idx] = child_log_probs(mean, std, samples.child_latents[idx])
         return old
 

@@ -41,8 +41,7 @@ def _after(name: str, keep):
     setattr(TreeGRPOTrainer, name, wrapper)
 
 
-def _keep_samples(self, result, it, batch_keys, *args) -> None:
-    samples = result.samples
+def _keep_samples(self, samples, it, batch_keys, *args) -> None:
     RECORD.append({"iteration": it, "keys": list(batch_keys), "leaf_latents": samples.leaf_latents.cpu(),
                    "leaf_prompt": samples.leaf_prompt.cpu(), "parent_prompt": samples.parent_prompt.cpu(),
                    "child_log_prob": samples.child_log_prob.cpu()})
