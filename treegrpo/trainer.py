@@ -244,7 +244,7 @@ class TreeGRPOTrainer:
         prompts = [self.prompts[k] for k in batch_keys]
         shape, self.state.window = iteration_shape(self.params, it, self.schedule, self.state.window)
         with timer("time_sampling"), self.phase_fn("sampling"):
-            embeds = self.policy.encode(prompts)  # once: the sampling and the update condition on the same
+            embeds = self.policy.encode(prompts)  # once: sampling and the update read the same embeddings
             samples = self.sample_batch(it, batch_keys, embeds, shape)
         with timer("time_decoding"):
             images = self.policy.decode(samples.leaf_latents)  # (L, 3, H, W)
