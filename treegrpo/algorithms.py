@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -39,34 +39,43 @@ class Shape:
     trained_levels: tuple[int, ...]  # window levels whose parents are trained
 
 
-def iteration_shape(params, iteration: int, schedule: WindowSchedule, window_state: dict[str, Any] | None):
+class IterationShape(NamedTuple):
+    """`iteration_shape`'s answer: this iteration's shape, and the window state to carry to the next."""
+
+    shape: Shape
+    window_state: dict[str, Any] | None  # TreeGRPO's window state (`core.window`); passed through by the baselines
+
+
+def iteration_shape(params, iteration: int, schedule: WindowSchedule,
+                    window_state: dict[str, Any] | None) -> IterationShape:
     """The shape of iteration `iteration` for `params.train.algorithm`, and the window state to carry on.
 
     Args:
         params: all params (reads train, sampler, baselines).
-        iteration: the iteration (epoch) index.
+        iteration: the training iteration index.
         schedule: TreeGRPO's window schedule (from sampler.window).
         window_state: the adaptive window's state.
     Returns:
-        (Shape, window_state).
+        IterationShape(shape, window_state).
     """
     algo, s, b = params.train.algorithm, params.sampler, params.baselines
     last = s.num_inference_steps - 1  # the SDE never covers the last step (SPEC §2)
     if algo == "treegrpo":
         start, window_state = choose_window_start(schedule, iteration, window_state)
-        return Shape(start, s.depth, s.branching, s.trees_per_prompt, False, "prompt",
-                     tuple(range(s.depth))), window_state
+        return IterationShape(Shape(start, s.depth, s.branching, s.trees_per_prompt, False, "prompt",
+                                    tuple(range(s.depth))), window_state)
     if algo == "mixgrpo":
         depth = min(b.mix_window, last)
         num_starts = last - depth + 1
         start = (b.mix_stride * (iteration // b.mix_every)) % num_starts  # progressive: slides from the start
-        return Shape(start, depth, 1, b.group_size, b.shared_noise, "prompt", tuple(range(depth))), window_state
+        return IterationShape(Shape(start, depth, 1, b.group_size, b.shared_noise, "prompt", tuple(range(depth))),
+                              window_state)
     # grpo and ddpo: SDE on every step but the last; train a random timestep_fraction of them each iteration
     trained = max(1, math.ceil(b.timestep_fraction * last))
     gen = torch.Generator().manual_seed(derive_seed("timesteps", params.train.seed, iteration))
     levels = tuple(sorted(torch.randperm(last, generator=gen)[:trained].tolist()))
     if algo == "grpo":
-        return Shape(0, last, 1, b.group_size, b.shared_noise, "prompt", levels), window_state
+        return IterationShape(Shape(0, last, 1, b.group_size, b.shared_noise, "prompt", levels), window_state)
     if algo == "ddpo":  # DDPO: independent noise per trajectory, batch-level (or per-prompt) normalisation
-        return Shape(0, last, 1, b.group_size, False, b.ddpo_normalization, levels), window_state
+        return IterationShape(Shape(0, last, 1, b.group_size, False, b.ddpo_normalization, levels), window_state)
     raise ValueError(f"train.algorithm={algo!r}: must be one of {', '.join(ALGORITHMS)}")

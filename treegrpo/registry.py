@@ -1,10 +1,11 @@
 """The MLflow model registry: the trained LoRA as a registered pyfunc model, aliases `candidate` and `champion`.
 
-- `register_lora` logs the LoRA folder as a pyfunc model (`LoraText2Image`: prompts in, images out) in the training
-  run and registers it under `tracking.model_name`, tagged with the run, the evaluation means, the eval-set key and
-  the params hash; alias `candidate` moves to it. The LoRA's content hash is a version tag, so registering the same
-  weights again finds that version instead of making a second one. Its description (`version_description`) says at
-  a glance what it is: the algorithm and its shape, the base model, the reward, the iterations, the eval table.
+- `register_lora` logs the LoRA folder as a pyfunc model (`treegrpo.serving.LoraText2Image`: prompts in, images out)
+  in the training run and registers it under `tracking.model_name`, tagged with the run, the evaluation means, the
+  eval-set key and the params hash; alias `candidate` moves to it. The LoRA's content hash is a version tag, so
+  registering the same weights again finds that version instead of making a second one. Its description
+  (`version_description`) says at a glance what it is: the algorithm and its shape, the base model, the reward, the
+  iterations, the eval table.
 - `promote` moves alias `champion` to a version only if its evaluation beats the current champion's on
   `tracking.primary_reward` (same eval set) -- the first champion must beat the base model's evaluation (same
   prompts and seeds) -- or when forced with a reason; the decision is recorded as version tags.
@@ -25,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-import pandas as pd
 
 from treegrpo.config import Params, to_dict
 from treegrpo.errors import UserError
 from treegrpo.run_identity import folder_digest
+
+# versions registered before the pyfunc moved to treegrpo.serving run `from treegrpo.registry import LoraText2Image`
+# in their logged model code: keep that name importable here so they still load
+from treegrpo.serving import LoraText2Image  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 BASE_TAG = "eval_base"  # version tags eval_base.REWARD: the base model's evaluation mean
 LORA_FILE = "pytorch_lora_weights.safetensors"
 # the pyfunc's code, written next to the model ("models from code": nothing pickled)
-MODEL_CODE = ("import mlflow\n\nfrom treegrpo.registry import LoraText2Image\n\n"
+MODEL_CODE = ("import mlflow\n\nfrom treegrpo.serving import LoraText2Image\n\n"
               "mlflow.models.set_model(LoraText2Image())\n")
 
 
@@ -305,43 +309,3 @@ def promote(client, params: Params, version: str | None = None, force: bool = Fa
     client.set_registered_model_alias(name, CHAMPION, str(mv.version))
     how = "forced" if force and not ok else "promoted"
     return Decision(True, str(mv.version), previous, f"{how}: version {mv.version} is now {CHAMPION} ({why})")
-
-
-class LoraText2Image(mlflow.pyfunc.PythonModel):
-    """The registered model: the base pipeline with the version's LoRA. `predict` takes prompts, returns images.
-
-    Input: a list of prompts, or a DataFrame with a `prompt` column. Params: `seed` (prompt i uses seed + i),
-    `num_inference_steps` and `guidance_scale` (0 / -1: the values the model was trained with).
-    Output: uint8 images, (N, H, W, 3) at the trained resolution (`PIL.Image.fromarray(images[0])`).
-    """
-
-    def load_context(self, context) -> None:
-        from treegrpo.config import ModelParams, build
-        from treegrpo.models.lora import load_lora
-        from treegrpo.models.pipeline import load_pipeline
-
-        self.config = dict(context.model_config)
-        self.model = build(ModelParams, self.config["model"], "model")
-        self.pipe = load_pipeline(self.model)
-        load_lora(self.pipe, context.artifacts["lora"])
-        self.pipe.set_progress_bar_config(disable=True)
-
-    # the annotation is what MLflow hands `predict` under `signature()`'s column schema; one MLflow infers no schema
-    # from, so it does not warn "Add type hints to the `predict` method" when this class is defined
-    def predict(self, context, model_input: pd.DataFrame, params=None):
-        import numpy as np
-        import torch
-
-        if hasattr(model_input, "columns"):  # a DataFrame: the `prompt` column, or the only one
-            model_input = model_input["prompt"] if "prompt" in model_input.columns else model_input.iloc[:, 0]
-        prompts = [str(p) for p in model_input]
-        params = params or {}
-        seed = int(params.get("seed") or 0)
-        steps = int(params.get("num_inference_steps") or 0) or self.config["num_inference_steps"]
-        cfg = params.get("guidance_scale")
-        cfg = self.config["guidance_scale"] if cfg is None or cfg < 0 else float(cfg)
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
-        res = self.model.resolution
-        out = self.pipe(prompts, num_inference_steps=steps, guidance_scale=cfg, height=res, width=res,
-                        generator=generators, max_sequence_length=self.model.max_sequence_length, output_type="np")
-        return (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)  # (N, H, W, 3)

@@ -33,7 +33,7 @@ RESUMABLE_KEYS = frozenset({"iterations", "checkpoint_every", "keep_checkpoints"
 # the modules that decide what training computes (besides the rewards' own modules, see `training_code`)
 TRAINING_CODE = ("treegrpo.trainer", "treegrpo.algorithms", "treegrpo.core.advantages", "treegrpo.core.loss",
                  "treegrpo.core.sde", "treegrpo.core.tree", "treegrpo.core.window", "treegrpo.models.pipeline",
-                 "treegrpo.models.sd3", "treegrpo.models.lora")
+                 "treegrpo.models.sd3", "treegrpo.models.policy", "treegrpo.models.lora")
 
 
 def training_code(rewards: Mapping[str, Any] | Iterable[Any] = ()) -> tuple[str, ...]:

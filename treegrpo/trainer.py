@@ -1,4 +1,5 @@
-"""The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8).
+"""The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8). The same loop
+runs the baselines (GRPO, MixGRPO, DDPO) as other sampler shapes (`treegrpo.algorithms`).
 
 Reads top to bottom. The math lives in `treegrpo.core`; the model behind `treegrpo.models`; this file owns the loop,
 accelerate (devices, mixed precision, data parallelism), the NaN policy and checkpoint/resume. It never imports
@@ -13,15 +14,18 @@ r, r + W, ...: a prompt's trees never straddle ranks, so per-prompt normalisatio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from accelerate import Accelerator
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from treegrpo import checkpoint as ckpt
 from treegrpo.algorithms import Shape, iteration_shape
@@ -33,20 +37,54 @@ from treegrpo.core.signal import tree_signal
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
 from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
 from treegrpo.errors import UserError
+from treegrpo.grids import save_image_grid, spread
 from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
+from treegrpo.models.lora import add_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
+from treegrpo.models.policy import SD3Policy
+from treegrpo.models.sd3 import PromptEmbeds, configure_transformer
 from treegrpo.run_identity import RunIdentity
 
 log = logging.getLogger(__name__)
 Reward = Callable[[Tensor, list[str]], Tensor]
 LogFn = Callable[[dict[str, float], int], None]
+PhaseFn = Callable[[str], contextlib.AbstractContextManager]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps in a row); the last good checkpoint is intact."""
 
 
+@dataclasses.dataclass
+class TrainerState:
+    """What the loop carries from one iteration to the next, saved in every checkpoint's state.json. The field names
+    are the checkpoint's keys ("window", "bad_steps", "skipped_steps"): renaming one would stop older checkpoints
+    from resuming."""
+
+    window: dict[str, Any] | None = None  # the window schedule's state (`core.window`; None: not started)
+    bad_steps: int = 0  # non-finite steps in a row; `train.max_bad_steps` of them stop the run
+    skipped_steps: int = 0  # non-finite steps skipped in the whole run
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The JSON-able keys this state is saved under."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, state: Mapping[str, Any]) -> TrainerState:
+        """The state saved in a checkpoint's JSON (which holds other keys too: iteration, fingerprint, history)."""
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
+class ResumePoint(NamedTuple):
+    """Where a run starts: the iteration, and the figures of the iterations before it (the checkpoint keeps them)."""
+
+    iteration: int
+    history: list[dict[str, float]]
+
+
 class TreeGRPOTrainer:
-    """One training run. `train()` runs (or resumes) it to `train.iterations` and returns the final metrics.
+    """One training run of `train.algorithm`: TreeGRPO, or one of the three baselines it is measured against (grpo,
+    mixgrpo, ddpo: `treegrpo.algorithms` gives each iteration's shape, the loop is the same). `train()` runs (or
+    resumes) it to `train.iterations` and returns the final metrics.
 
     Args:
         params: all of params.yaml.
@@ -57,11 +95,14 @@ class TreeGRPOTrainer:
         artifact_fn: receives `(path, iteration)` for each file written during training (main process only): the
             sample grids, every `train.sample_every` iterations.
         accelerator: an `accelerate.Accelerator`; one is made from params when None.
+        phase_fn: `phase_fn(name)` returns a context manager the trainer runs each phase of an iteration inside:
+            "sampling" (encoding the prompts, growing the trees) and "training" (the policy update). The benchmark
+            labels the transformer's calls with it; None: no hook. Settable after construction (`trainer.phase_fn`).
     """
 
     def __init__(self, params: Params, prompts: Sequence[str], rewards: Mapping[str, Reward],
                  log_fn: LogFn | None = None, accelerator=None,
-                 artifact_fn: Callable[[Path, int], None] | None = None):
+                 artifact_fn: Callable[[Path, int], None] | None = None, phase_fn: PhaseFn | None = None):
         if not prompts:
             raise UserError("no training prompts: run `treegrpo ingest` and `treegrpo validate` first")
         missing = set(params.reward.weights) - set(rewards)
@@ -71,6 +112,7 @@ class TreeGRPOTrainer:
         self.reward_names = list(params.reward.weights)
         self.log_fn = log_fn or (lambda metrics, it: None)
         self.artifact_fn = artifact_fn or (lambda path, it: None)
+        self.phase_fn = phase_fn or (lambda name: contextlib.nullcontext())
         self.accelerator = accelerator
         self.out = Path(params.train.output_dir)
         t, s = params.train, params.sampler
@@ -80,20 +122,15 @@ class TreeGRPOTrainer:
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         """Load the pipeline, add LoRA, build the optimizer, prepare for accelerate, resume if possible."""
-        from accelerate import Accelerator
-        from diffusers.training_utils import cast_training_params
-
-        from treegrpo.models.lora import add_lora, lora_parameters
-        from treegrpo.models.pipeline import DTYPES, load_pipeline
-        from treegrpo.models.sd3 import configure_transformer, latent_shape, scheduler_sigmas
+        from diffusers.training_utils import cast_training_params  # here: diffusers takes ~10 s to import on a CPU
 
         p = self.params
         if self.accelerator is None:
             self.accelerator = Accelerator(mixed_precision=p.train.mixed_precision,
                                            cpu=p.model.device == "cpu")
         acc = self.accelerator
-        self.pipe = load_pipeline(p.model, device=acc.device)
-        transformer = self.pipe.transformer
+        self.policy = SD3Policy.load(p.model, p.sampler, device=acc.device)
+        transformer = self.policy.transformer
         with torch.random.fork_rng(devices=[]):  # the adapter's random init depends on train.seed alone
             torch.manual_seed(derive_seed("lora", p.train.seed))
             add_lora(transformer, p.lora)
@@ -105,10 +142,9 @@ class TreeGRPOTrainer:
             param.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=p.train.learning_rate, weight_decay=p.train.weight_decay)
         self.model, self.optimizer = acc.prepare(transformer, optimizer)
-        self.sigmas = scheduler_sigmas(self.pipe, p.sampler.num_inference_steps).to(acc.device)  # (N + 1,)
-        self.latent_shape = latent_shape(self.pipe, p.model.resolution)
-        self.dtype = DTYPES[p.model.dtype]
-        self.state: dict[str, Any] = {"window": None, "bad_steps": 0, "skipped_steps": 0}
+        # sampling runs the policy's transformer, the update its prepared wrapper (DDP): the same module
+        assert acc.unwrap_model(self.model) is transformer
+        self.state = TrainerState()
         self.identity = RunIdentity.of(p, self.prompts, self.rewards)
         self.start_iteration, history = self.resume()
         self.check_ranks_agree()
@@ -118,7 +154,7 @@ class TreeGRPOTrainer:
         if acc.is_main_process:  # a DVC output of the train stage, even when no grid is due
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
 
-    def resume(self) -> tuple[int, list[dict[str, float]]]:
+    def resume(self) -> ResumePoint:
         """Load the newest complete checkpoint of this run (`RunIdentity.resumes`: the same trajectory, at or below
         `train.iterations`). Returns the iteration to start at and the figures of the iterations before it (the
         checkpoint keeps them). Another trajectory's checkpoints are removed; the same trajectory's past the end (a
@@ -141,7 +177,7 @@ class TreeGRPOTrainer:
         later = [path for path, _ in found if path not in stale and path not in usable]
         if later:
             self.explain_later_checkpoints(later, usable)
-        return self.load_resume_point(usable[-1]) if usable else (0, [])
+        return self.load_resume_point(usable[-1]) if usable else ResumePoint(0, [])
 
     def check_ranks_agree(self) -> None:
         """Every rank must start at the same iteration of the same run, or the ranks' collectives fall out of step
@@ -168,23 +204,19 @@ class TreeGRPOTrainer:
                     "not this run's answer; %s. The later checkpoints are kept for a longer run",
                     t.iterations, ", ".join(p.name for p in later), what)
 
-    def load_resume_point(self, path: Path) -> tuple[int, list[dict[str, float]]]:
+    def load_resume_point(self, path: Path) -> ResumePoint:
         """Restore the LoRA, the optimizer, the RNGs and the trainer state from checkpoint `path`."""
-        from treegrpo.models.lora import set_lora_state_dict
-
         lora, optim_state, state = ckpt.load_checkpoint(path)
         set_lora_state_dict(self.accelerator.unwrap_model(self.model), lora)
         self.optimizer.load_state_dict(optim_state)
-        self.state = {k: state[k] for k in ("window", "bad_steps", "skipped_steps")}
+        self.state = TrainerState.from_checkpoint(state)
         log.info("resumed from %s (iteration %d)", path, state["iteration"])
         start = int(state["iteration"])
-        return start, [r for r in state.get("history", []) if r["iteration"] < start]
+        return ResumePoint(start, [r for r in state.get("history", []) if r["iteration"] < start])
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict[str, float]:
         """Run iterations until `train.iterations`; checkpoint every `checkpoint_every`; write the final LoRA."""
-        from tqdm.auto import tqdm
-
         if not hasattr(self, "model"):
             self.setup()
         t = self.params.train
@@ -210,13 +242,12 @@ class TreeGRPOTrainer:
         start_memory = memory.start()
         batch_keys = self.prompt_batch(it)
         prompts = [self.prompts[k] for k in batch_keys]
-        shape, self.state["window"] = iteration_shape(self.params, it, self.schedule, self.state["window"])
-        with timer("time_sampling"):
-            samples, velocity = self.sample_trees(it, batch_keys, prompts, shape)
-        from treegrpo.models.sd3 import decode
-
+        shape, self.state.window = iteration_shape(self.params, it, self.schedule, self.state.window)
+        with timer("time_sampling"), self.phase_fn("sampling"):
+            embeds = self.policy.encode(prompts)  # once: sampling and the update read the same embeddings
+            samples = self.sample_batch(it, batch_keys, embeds, shape)
         with timer("time_decoding"):
-            images = decode(self.pipe, samples.leaf_latents)  # (L, 3, H, W)
+            images = self.policy.decode(samples.leaf_latents)  # (L, 3, H, W)
         with timer("time_reward"):
             rewards = self.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, L)
         stats = self.reward_stats(rewards)
@@ -225,17 +256,17 @@ class TreeGRPOTrainer:
         signal = self.signal(samples, rewards, edge_adv)
         bad = not (torch.isfinite(rewards).all() and torch.isfinite(edge_adv).all()
                    and torch.isfinite(samples.child_log_prob).all())
-        with timer("time_training"):
+        with timer("time_training"), self.phase_fn("training"):
             train_stats = self.skip_step("non-finite reward, advantage or log-prob") if bad else \
-                self.policy_step(it, samples, edge_adv, velocity, shape.trained_levels)
-        self.state["window"] = observe_reward(self.schedule, self.state["window"], stats["reward_mean"])
+                self.policy_step(it, samples, edge_adv, embeds, shape.trained_levels)
+        self.state.window = observe_reward(self.schedule, self.state.window, stats["reward_mean"])
         trained = int(self.trained_rows(samples, shape.trained_levels).sum())
-        return {**stats, **signal, **train_stats, **timer.totals, "nfe": float(velocity.calls),
+        return {**stats, **signal, **train_stats, **timer.totals, "nfe": float(samples.nfe),
                 "images": float(len(images)),
                 "eff_group": float(len(images) / len(prompts)), "eff_steps": float(trained / len(prompts)),
                 "window_start": float(samples.window_start), "peak_memory_mb": memory.read(),
                 "start_memory_mb": start_memory,
-                "skipped_steps": float(self.state["skipped_steps"])}
+                "skipped_steps": float(self.state.skipped_steps)}
 
     def prompt_batch(self, it: int) -> list[int]:
         """This rank's prompt indices for iteration `it`: the same global draw on every rank, then a slice."""
@@ -249,28 +280,23 @@ class TreeGRPOTrainer:
         return order[: t.prompts_per_iteration].tolist()[acc.process_index :: acc.num_processes]
 
     # ---------------------------------------------------------------- sample
-    def sample_trees(self, it: int, batch_keys: list[int], prompts: list[str], shape: Shape):
-        """Grow this rank's trees (or trajectories: k = 1) with the frontier batched; returns
-        (TreeSamples, the velocity fn used)."""
-        from treegrpo.models.sd3 import CfgVelocity, encode_prompts
-
-        s, p, acc = self.params.sampler, self.params, self.accelerator
-        embeds = encode_prompts(self.pipe, prompts, acc.device, p.model.max_sequence_length)
-        model = acc.unwrap_model(self.model)
-        velocity = CfgVelocity(model, embeds, self.sigmas, s.guidance_scale, self.dtype)
+    def sample_batch(self, it: int, batch_keys: list[int], embeds: PromptEmbeds, shape: Shape) -> TreeSamples:
+        """Grow this rank's trees (or trajectories: k = 1) of iteration `it` with `core.tree.sample_trees`, the
+        frontier batched, conditioned on `embeds` (its prompts are those of `batch_keys`, in order)."""
+        s, p, acc, policy = self.params.sampler, self.params, self.accelerator, self.policy
+        velocity = policy.velocity(embeds)
         trees = shape.trees_per_prompt
-        roots, root_prompt = root_latents(batch_keys, 1 if shape.shared_noise else trees, self.latent_shape,
+        roots, root_prompt = root_latents(batch_keys, 1 if shape.shared_noise else trees, policy.latent_shape,
                                           p.train.seed, it, device=acc.device)
         if shape.shared_noise:  # GRPO's option: every trajectory of a prompt starts from the same noise
             roots, root_prompt = roots.repeat_interleave(trees, 0), root_prompt.repeat_interleave(trees)
         # one generator per tree, seeded by (seed, iteration, prompt, tree): the same noise on any number of ranks
         gen = [torch.Generator().manual_seed(derive_seed("sde", p.train.seed, it, key, tree))
                for key in batch_keys for tree in range(trees)]
-        model.eval()
+        policy.transformer.eval()
         with torch.no_grad(), acc.autocast():
-            samples = sample_trees(velocity, roots, root_prompt, self.sigmas, shape.window_start, shape.depth,
-                                   shape.branching, s.noise_level, gen, s.max_batch)
-        return samples, velocity
+            return sample_trees(velocity, roots, root_prompt, policy.sigmas, shape.window_start, shape.depth,
+                                shape.branching, s.noise_level, gen, s.max_batch)
 
     # ---------------------------------------------------------------- score
     def score(self, images: Tensor, prompts: list[str]) -> Tensor:
@@ -289,8 +315,6 @@ class TreeGRPOTrainer:
         every = self.params.train.sample_every
         if not every or (it + 1) % every or not self.accelerator.is_main_process:
             return
-        from treegrpo.grids import save_image_grid, spread
-
         score = self.weighted_reward(rewards).cpu()  # (L,)
         owner = leaf_prompt.cpu()
         cells, captions = [], []
@@ -345,14 +369,13 @@ class TreeGRPOTrainer:
         return {f"tree/{name}": value for name, value in figures.items()}
 
     # ---------------------------------------------------------------- update
-    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, velocity,
+    def policy_step(self, it: int, samples: TreeSamples, edge_adv: Tensor, embeds: PromptEmbeds,
                     trained_levels: tuple[int, ...]) -> dict[str, float]:
         """`inner_epochs` passes over the shuffled trained parents; one forward with gradients per parent serves
-        its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step."""
-        from treegrpo.models.sd3 import CfgVelocity
-
+        its k child edges; gradients accumulate over the micro-batches of a pass, then one optimizer step. The
+        velocity runs through the prepared (DDP) module, on the embeddings the trees were sampled with."""
         t, acc = self.params.train, self.accelerator
-        train_velocity = CfgVelocity(self.model, velocity.embeds, self.sigmas, velocity.guidance_scale, self.dtype)
+        train_velocity = self.policy.velocity(embeds, self.model)
         old = samples.child_log_prob
         if t.recompute_old_log_prob:
             old = self.recompute_log_probs(samples, train_velocity)
@@ -387,7 +410,7 @@ class TreeGRPOTrainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             grad_norms.append(float(grad_norm))
-        self.state["bad_steps"] = 0
+        self.state.bad_steps = 0
         ratio = torch.cat(log_ratios).exp()
         return {"loss": sum(losses) / t.inner_epochs, "grad_norm": sum(grad_norms) / len(grad_norms),
                 "ratio_min": ratio.min().item(), "ratio_mean": ratio.mean().item(), "ratio_max": ratio.max().item(),
@@ -408,7 +431,7 @@ class TreeGRPOTrainer:
         latents, steps = samples.parent_latents[idx], samples.parent_step[idx]  # (m, C, H, W) (m,)
         with self.accelerator.autocast():
             v = velocity(latents, steps, samples.parent_prompt[idx])  # (m, C, H, W)
-        mean, std = sde_moments(latents, v, self.sigmas, steps, s.noise_level)
+        mean, std = sde_moments(latents, v, self.policy.sigmas, steps, s.noise_level)
         logp = child_log_probs(mean, std, samples.child_latents[idx])  # (m, k)
         out = grpo_loss(logp, old[idx], edge_adv[idx], t.clip_range, t.loss_reduction)
         kl = torch.zeros((), device=logp.device)
@@ -420,7 +443,7 @@ class TreeGRPOTrainer:
                     v_ref = velocity(latents, steps, samples.parent_prompt[idx])
                 finally:
                     model.enable_adapters()
-            ref_mean, _ = sde_moments(latents, v_ref, self.sigmas, steps, s.noise_level)
+            ref_mean, _ = sde_moments(latents, v_ref, self.policy.sigmas, steps, s.noise_level)
             kl = kl_to_reference(mean, ref_mean, std).mean()
         return out, kl
 
@@ -433,37 +456,36 @@ class TreeGRPOTrainer:
             latents, steps = samples.parent_latents[idx], samples.parent_step[idx]
             with self.accelerator.autocast():
                 v = velocity(latents, steps, samples.parent_prompt[idx])
-            mean, std = sde_moments(latents, v, self.sigmas, steps, self.params.sampler.noise_level)
+            mean, std = sde_moments(latents, v, self.policy.sigmas, steps, self.params.sampler.noise_level)
             old[idx] = child_log_probs(mean, std, samples.child_latents[idx])
         return old
 
     def skip_step(self, why: str) -> dict[str, float]:
         """Count a skipped (non-finite) step; too many in a row stop the run with the last checkpoint intact."""
-        self.state["bad_steps"] += 1
-        self.state["skipped_steps"] += 1
-        log.warning("skipping the update: %s (%d in a row)", why, self.state["bad_steps"])
-        if self.state["bad_steps"] >= self.params.train.max_bad_steps:
-            raise TrainingError(f"{self.state['bad_steps']} non-finite steps in a row (last: {why}); stopping. "
+        self.state.bad_steps += 1
+        self.state.skipped_steps += 1
+        log.warning("skipping the update: %s (%d in a row)", why, self.state.bad_steps)
+        if self.state.bad_steps >= self.params.train.max_bad_steps:
+            raise TrainingError(f"{self.state.bad_steps} non-finite steps in a row (last: {why}); stopping. "
                                 f"The last good checkpoint in {self.out / 'checkpoints'} is intact; lower "
                                 "train.learning_rate or check the reward models")
         return {"skipped": 1.0}
 
     # ---------------------------------------------------------------- checkpoint
     def save_checkpoint(self, iteration: int) -> None:
-        from treegrpo.models.lora import lora_state_dict
-
+        """Checkpoint `iteration` (main process; atomic, `treegrpo.checkpoint`): the LoRA, the optimizer, the RNGs,
+        the trainer state, the run's fingerprint and the figures so far."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {**self.state, "fingerprint": self.identity.fingerprint, "history": self.metrics.history}
+            state = {**self.state.to_checkpoint(), "fingerprint": self.identity.fingerprint,
+                     "history": self.metrics.history}
             ckpt.save_checkpoint(self.out / "checkpoints", iteration, lora_state_dict(acc.unwrap_model(self.model)),
                                  self.optimizer.state_dict(), state, keep=self.params.train.keep_checkpoints)
         acc.wait_for_everyone()
 
     def export_lora(self) -> None:
         """The trained adapter in the diffusers LoRA format at `{output_dir}/lora`."""
-        from treegrpo.models.lora import save_lora
-
         if self.accelerator.is_main_process:
             save_lora(self.accelerator.unwrap_model(self.model), self.out / "lora")
 

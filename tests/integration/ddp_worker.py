@@ -41,8 +41,7 @@ def _after(name: str, keep):
     setattr(TreeGRPOTrainer, name, wrapper)
 
 
-def _keep_samples(self, result, it, batch_keys, *args) -> None:
-    samples, _ = result
+def _keep_samples(self, samples, it, batch_keys, *args) -> None:
     RECORD.append({"iteration": it, "keys": list(batch_keys), "leaf_latents": samples.leaf_latents.cpu(),
                    "leaf_prompt": samples.leaf_prompt.cpu(), "parent_prompt": samples.parent_prompt.cpu(),
                    "child_log_prob": samples.child_log_prob.cpu()})
@@ -112,7 +111,7 @@ def main(argv: list[str]) -> int:
     if os.environ.get("TREEGRPO_TEST_LOCAL_OWNER") == "1":
         plant_local_rank_owner()
     _after("setup", _record_gradients)
-    _after("sample_trees", _keep_samples)
+    _after("sample_batch", _keep_samples)
     _after("score", lambda self, result, *a: RECORD[-1].update(rewards=result.cpu()))
     _after("advantages", lambda self, result, *a: RECORD[-1].update(advantages=result.cpu()))
     rank = os.environ.get("RANK", "0")

@@ -185,6 +185,15 @@ def test_register_and_promote_commands(params, tmp_path, capsys):
     assert main(["promote", "--params", str(path), "--version", "9"]) == 2
 
 
+def test_versions_logged_before_the_pyfunc_moved_still_find_it():
+    """Model code logged before `LoraText2Image` moved to treegrpo.serving imports it from treegrpo.registry."""
+    import treegrpo.registry
+    import treegrpo.serving
+
+    assert treegrpo.registry.LoraText2Image is treegrpo.serving.LoraText2Image
+    assert "from treegrpo.serving import LoraText2Image" in treegrpo.registry.MODEL_CODE
+
+
 @pytest.mark.slow
 def test_the_pyfunc_returns_the_images_of_the_base_model_with_the_lora(params, tiny_pipeline_dir, tmp_path):
     import mlflow

@@ -227,13 +227,6 @@ def test_backfill_logs_only_the_missing_iterations(params):
     assert tracking.backfill_history(client, run_id, history) == 0
 
 
-def test_reward_curves_are_a_png(tmp_path):
-    history = [{"iteration": i, "reward_mean": i, "reward_jpeg_compressibility_mean": -3 + i / 10} for i in range(5)]
-    assert tracking.curve_keys(history) == ["reward_jpeg_compressibility_mean"]
-    path = tracking.plot_history(history, tmp_path / "curve.png")
-    assert path.read_bytes()[:4] == b"\x89PNG"
-
-
 def test_treegrpo_train_keeps_one_mlflow_run_per_training_run(tiny_pipeline_dir, store, tmp_path, monkeypatch):
     """`treegrpo train` again after it finished (what `dvc repro` does when an unrelated dep changed) resumes the
     final checkpoint and reopens its MLflow run; fewer iterations or another learning rate train another LoRA: a new

@@ -183,15 +183,13 @@ def test_training_on_jpeg_compressibility_makes_images_more_compressible(tiny_pi
 
     def score():
         from treegrpo.core.tree import root_latents, sample_trees
-        from treegrpo.models.sd3 import CfgVelocity, decode, encode_prompts
 
-        embeds = encode_prompts(tr.pipe, PROMPTS, torch.device("cpu"), 32)
-        model = tr.accelerator.unwrap_model(tr.model)
-        v = CfgVelocity(model, embeds, tr.sigmas, 4.5, torch.float32)
-        roots, prompt = root_latents(range(4), 4, tr.latent_shape, seed=123, epoch=0)
+        v = tr.policy.velocity(tr.policy.encode(PROMPTS))
+        roots, prompt = root_latents(range(4), 4, tr.policy.latent_shape, seed=123, iteration=0)
         with torch.no_grad():  # ODE samples (noise 0) from fixed noise: the policy's mean behaviour
-            s = sample_trees(v, roots, prompt, tr.sigmas, 0, 1, 1, 0.0, None, max_batch=64)
-        return reward(decode(tr.pipe, s.leaf_latents), [PROMPTS[i] for i in s.leaf_prompt.tolist()]).mean().item()
+            s = sample_trees(v, roots, prompt, tr.policy.sigmas, 0, 1, 1, 0.0, None, max_batch=64)
+        images = tr.policy.decode(s.leaf_latents)
+        return reward(images, [PROMPTS[i] for i in s.leaf_prompt.tolist()]).mean().item()
 
     before = score()
     tr.train()

@@ -27,7 +27,7 @@ def _schedule(params):
 
 
 def test_treegrpo_branches_k_in_a_d_window(params):
-    shape, _ = iteration_shape(params, 0, _schedule(params), None)
+    shape = iteration_shape(params, 0, _schedule(params), None).shape
     assert (shape.branching, shape.depth, shape.trees_per_prompt) == (3, 3, 1)
     assert 0 <= shape.window_start <= 10 - 1 - 3 and shape.trained_levels == (0, 1, 2)
     assert shape.normalization == "prompt" and not shape.shared_noise
@@ -35,26 +35,26 @@ def test_treegrpo_branches_k_in_a_d_window(params):
 
 def test_grpo_is_sde_on_every_step_but_the_last_and_trains_a_fraction(params):
     p = _with(params, "grpo", timestep_fraction=0.6, shared_noise=True)
-    shape, _ = iteration_shape(p, 3, _schedule(p), None)
+    shape = iteration_shape(p, 3, _schedule(p), None).shape
     assert (shape.window_start, shape.depth, shape.branching, shape.trees_per_prompt) == (0, 9, 1, 27)
     assert len(shape.trained_levels) == 6 and set(shape.trained_levels) <= set(range(9))  # ceil(0.6 * 9)
     assert shape.shared_noise and shape.normalization == "prompt"
-    draws = {iteration_shape(p, it, _schedule(p), None)[0].trained_levels for it in range(6)}
+    draws = {iteration_shape(p, it, _schedule(p), None).shape.trained_levels for it in range(6)}
     assert len(draws) > 1  # a new draw each iteration
-    again, _ = iteration_shape(p, 3, _schedule(p), None)
+    again = iteration_shape(p, 3, _schedule(p), None).shape
     assert again.trained_levels == shape.trained_levels  # ... the same on every rank and after a resume
 
 
 def test_mixgrpo_slides_its_window_and_trains_all_of_it(params):
     p = _with(params, "mixgrpo", mix_window=4, mix_stride=1, mix_every=2)
-    starts = [iteration_shape(p, it, _schedule(p), None)[0].window_start for it in range(14)]
+    starts = [iteration_shape(p, it, _schedule(p), None).shape.window_start for it in range(14)]
     # 9 SDE-able steps, a 4-step window: starts 0..5, each held for 2 iterations, then wrapping
     assert starts == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 0, 0]
-    shape, _ = iteration_shape(p, 0, _schedule(p), None)
+    shape = iteration_shape(p, 0, _schedule(p), None).shape
     assert (shape.depth, shape.branching, shape.trained_levels) == (4, 1, (0, 1, 2, 3))
 
 
 def test_ddpo_never_shares_noise_and_normalises_over_the_batch(params):
     p = _with(params, "ddpo", shared_noise=True, ddpo_normalization="batch")
-    shape, _ = iteration_shape(p, 0, _schedule(p), None)
+    shape = iteration_shape(p, 0, _schedule(p), None).shape
     assert not shape.shared_noise and shape.normalization == "batch" and shape.depth == 9

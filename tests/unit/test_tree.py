@@ -184,12 +184,12 @@ def test_mean_backup_is_the_subtree_leaf_mean():
 
 
 def test_root_latents_are_keyed_by_prompt_and_tree():
-    latents, root_prompt = root_latents([5, 7], 2, (2, 4, 4), seed=1, epoch=3)
+    latents, root_prompt = root_latents([5, 7], 2, (2, 4, 4), seed=1, iteration=3)
     assert latents.shape == (4, 2, 4, 4) and root_prompt.tolist() == [0, 0, 1, 1]
-    alone, _ = root_latents([7], 2, (2, 4, 4), seed=1, epoch=3)
+    alone, _ = root_latents([7], 2, (2, 4, 4), seed=1, iteration=3)
     assert torch.equal(latents[2:], alone)  # prompt 7's noise does not depend on its batch
     assert not torch.equal(latents[0], latents[1])
-    assert not torch.equal(latents, root_latents([5, 7], 2, (2, 4, 4), seed=1, epoch=4)[0])
+    assert not torch.equal(latents, root_latents([5, 7], 2, (2, 4, 4), seed=1, iteration=4)[0])
 
 
 def test_per_root_generators_make_a_tree_independent_of_its_batch():

@@ -11,8 +11,8 @@ from treegrpo.core.window import (
     WindowSchedule,
     choose_window_start,
     derive_seed,
-    epoch_generator,
     initial_window_state,
+    iteration_generator,
     observe_reward,
     sample_window_start,
     window_start_probs,
@@ -36,8 +36,8 @@ def test_window_never_reaches_last_step(depth):
     n = 10
     probs = window_start_probs(n, depth, 0.7)
     assert probs.numel() == n - depth  # the largest start s = N - 1 - d ends the window at step N - 2
-    for epoch in range(30):
-        s = sample_window_start(n, depth, 0.9, seed=3, epoch=epoch)
+    for iteration in range(30):
+        s = sample_window_start(n, depth, 0.9, seed=3, iteration=iteration)
         assert 0 <= s and s + depth <= n - 1
 
 
@@ -46,10 +46,10 @@ def test_depth_outside_range_is_rejected():
         window_start_probs(10, 10, 0.5)
 
 
-def test_random_draws_repeat_for_same_seed_and_epoch_and_cover_support():
+def test_random_draws_repeat_for_same_seed_and_iteration_and_cover_support():
     schedule = WindowSchedule("random", num_inference_steps=10, depth=3, alpha=0.9, seed=7)
-    first = [choose_window_start(schedule, epoch)[0] for epoch in range(300)]
-    again = [choose_window_start(schedule, epoch)[0] for epoch in range(300)]
+    first = [choose_window_start(schedule, iteration)[0] for iteration in range(300)]
+    again = [choose_window_start(schedule, iteration)[0] for iteration in range(300)]
     assert first == again
     assert set(first) == set(range(7))
     other_seed = WindowSchedule("random", num_inference_steps=10, depth=3, alpha=0.9, seed=8)
@@ -58,19 +58,19 @@ def test_random_draws_repeat_for_same_seed_and_epoch_and_cover_support():
     assert 30 < first.count(0) < 85
 
 
-def test_epoch_generator_is_deterministic_and_keyed():
-    a = torch.rand(3, generator=epoch_generator(1, 2))
-    assert torch.equal(a, torch.rand(3, generator=epoch_generator(1, 2)))
-    assert not torch.equal(a, torch.rand(3, generator=epoch_generator(1, 3)))
+def test_iteration_generator_is_deterministic_and_keyed():
+    a = torch.rand(3, generator=iteration_generator(1, 2))
+    assert torch.equal(a, torch.rand(3, generator=iteration_generator(1, 2)))
+    assert not torch.equal(a, torch.rand(3, generator=iteration_generator(1, 3)))
     assert derive_seed("window", 1, 2) == derive_seed("window", 1, 2) != derive_seed("root", 1, 2)
     assert 0 <= derive_seed(1) < 2**63
 
 
 def test_shifting_moves_by_stride_every_tau_and_wraps():
-    # N = 10, d = 3: starts {0..6}; start 5, stride 2, every 3 epochs: 5 + 2 * (epoch // 3) mod 7, i.e.
+    # N = 10, d = 3: starts {0..6}; start 5, stride 2, every 3 iterations: 5 + 2 * (iteration // 3) mod 7, i.e.
     # 5,5,5, 0,0,0 (7 mod 7), 2,2,2, 4,4,4, 6,6,6, 1 (15 mod 7).
     schedule = WindowSchedule("shifting", num_inference_steps=10, depth=3, start=5, stride=2, every=3)
-    starts = [choose_window_start(schedule, epoch)[0] for epoch in range(16)]
+    starts = [choose_window_start(schedule, iteration)[0] for iteration in range(16)]
     assert starts == [5, 5, 5, 0, 0, 0, 2, 2, 2, 4, 4, 4, 6, 6, 6, 1]
 
 
@@ -109,7 +109,7 @@ def test_adaptive_rule_on_hand_made_rewards():
     restored = json.loads(json.dumps(state))
     start, same_state = choose_window_start(schedule, 12, restored)
     assert same_state == restored
-    assert start == sample_window_start(10, 3, restored["alpha"], seed=0, epoch=12)
+    assert start == sample_window_start(10, 3, restored["alpha"], seed=0, iteration=12)
 
 
 def test_adaptive_alpha_stays_within_bounds():

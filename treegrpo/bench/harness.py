@@ -144,20 +144,13 @@ def transformer_of(trainer) -> torch.nn.Module:
 
 
 def attach_probe(trainer) -> ForwardProbe:
-    """A probe on the trainer's transformer; the trainer's sampling and update steps label their calls.
+    """A probe on the trainer's transformer; the trainer's sampling and update phases label their calls.
 
-    The labels come from wrapping this trainer object's `sample_trees` and `policy_step` (instance attributes; the
-    class is untouched), so the probe knows which phase made each call without reading the trainer's timers.
+    The labels come from the trainer's phase hook (`trainer.phase_fn`: it runs its "sampling" and "training" phases
+    inside `probe.phase`), so the probe knows which phase made each call without reading the trainer's timers.
     """
     probe = ForwardProbe(transformer_of(trainer), cfg=trainer.params.sampler.guidance_scale > 1.0)
-    for name, phase in (("sample_trees", "sampling"), ("policy_step", "training")):
-        method = getattr(trainer, name)
-
-        def labelled(*args, _method=method, _phase=phase, **kwargs):
-            with probe.phase(_phase):
-                return _method(*args, **kwargs)
-
-        setattr(trainer, name, labelled)
+    trainer.phase_fn = probe.phase
     return probe
 
 
@@ -238,8 +231,8 @@ def tree_signal_by_start(records: Sequence[dict[str, float]]) -> list[dict[str, 
 def sampler_limit(trainer, probe: ForwardProbe, record: dict[str, float], repeats: int) -> None:
     """Replay the iteration's sampling calls as bare forwards right after it (so both see the same machine load);
     add the limit and the sampler's ratio to it, on the wall clock and in CPU time, to `record`."""
-    limit = bare_forward_seconds(transformer_of(trainer), probe.shapes("sampling"), trainer.latent_shape,
-                                 trainer.dtype, trainer.accelerator.autocast, repeats=repeats)
+    limit = bare_forward_seconds(transformer_of(trainer), probe.shapes("sampling"), trainer.policy.latent_shape,
+                                 trainer.policy.dtype, trainer.accelerator.autocast, repeats=repeats)
     record.update(limit_wall=limit.wall, limit_cpu=limit.cpu,
                   sampler_ratio=record["time_sampling"] / limit.wall if limit.wall > 0 else math.nan,
                   sampler_ratio_cpu=record["cpu_sampling"] / limit.cpu if limit.cpu > 0 else math.nan)
@@ -267,7 +260,8 @@ def measure_cost(setup: BenchSetup, algorithm: str, prompts: Sequence[str], iter
     trainer = make_trainer(params, prompts)
     probe = attach_probe(trainer)
     memory = PeakMemory(trainer.accelerator.device)
-    counter = CallFlops(transformer_of(trainer), trainer.latent_shape, trainer.dtype, trainer.accelerator.autocast)
+    counter = CallFlops(transformer_of(trainer), trainer.policy.latent_shape, trainer.policy.dtype,
+                        trainer.accelerator.autocast)
     records = []
     for it in range(warmup + iterations):
         record = timed_iteration(trainer, it, probe, memory)

@@ -40,19 +40,18 @@ def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int =
         the mean over the E * V images of the trainer's (weighted) reward.
     """
     from treegrpo.core.tree import root_latents, sample_trees
-    from treegrpo.models.sd3 import CfgVelocity, decode, encode_prompts
 
-    p, acc = trainer.params, trainer.accelerator
-    embeds = encode_prompts(trainer.pipe, list(prompts), acc.device, p.model.max_sequence_length)
-    model = acc.unwrap_model(trainer.model)
+    p, acc, policy = trainer.params, trainer.accelerator, trainer.policy
+    embeds = policy.encode(list(prompts))
+    model = policy.transformer
     was_training = model.training
     model.eval()
-    velocity = CfgVelocity(model, embeds, trainer.sigmas, p.sampler.guidance_scale, trainer.dtype)
-    roots, root_prompt = root_latents(range(len(prompts)), noises, trainer.latent_shape, seed, 0, device=acc.device)
+    velocity = policy.velocity(embeds)
+    roots, root_prompt = root_latents(range(len(prompts)), noises, policy.latent_shape, seed, 0, device=acc.device)
     with acc.autocast():  # a depth-1 "tree" with one child and noise 0 is the plain ODE sampler
-        samples = sample_trees(velocity, roots, root_prompt, trainer.sigmas, 0, 1, 1, 0.0, None,
+        samples = sample_trees(velocity, roots, root_prompt, policy.sigmas, 0, 1, 1, 0.0, None,
                                p.sampler.max_batch)
-    images = decode(trainer.pipe, samples.leaf_latents)  # (E * V, 3, H, W)
+    images = policy.decode(samples.leaf_latents)  # (E * V, 3, H, W)
     scores = trainer.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, E * V)
     model.train(was_training)
     return float(trainer.weighted_reward(scores).mean())

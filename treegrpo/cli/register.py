@@ -44,13 +44,14 @@ def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from treegrpo import tracking
     from treegrpo.config import load_params
+    from treegrpo.curves import plot_history
     from treegrpo.registry import register_lora
 
     quiet_loading_bars()
     params = load_params(args.params)
     metrics, history, prompts = read_outputs(params)
     out_dir = Path(params.tracking.output_dir)
-    curve = tracking.plot_history(history, out_dir / "reward_curve.png")
+    curve = plot_history(history, out_dir / "reward_curve.png")
     client = tracking.get_client(params.tracking)
     run_id = tracking.ensure_run(client, params)
     tracking.backfill_history(client, run_id, history)

@@ -23,7 +23,7 @@ class WindowParams:
               "must be in (0, 1]: small puts the window early, 1 is uniform (paper: 0.5)")
         check(self.start >= 0, "sampler.window.start", self.start, "must be >= 0")
         check(self.stride >= 1, "sampler.window.stride", self.stride, "must be >= 1")
-        check(self.every >= 1, "sampler.window.every", self.every, "must be >= 1 (epochs between shifts)")
+        check(self.every >= 1, "sampler.window.every", self.every, "must be >= 1 (iterations between shifts)")
 
 
 @dataclass(frozen=True)

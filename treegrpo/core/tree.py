@@ -141,10 +141,10 @@ def root_latents(
     trees_per_prompt: int,
     latent_shape: tuple[int, int, int],
     seed: int,
-    epoch: int,
+    iteration: int,
     device: str | torch.device = "cpu",
 ) -> tuple[Tensor, Tensor]:
-    """Root noise x ~ N(0, I) per (prompt, tree), each from a generator seeded by (seed, epoch, prompt key, tree).
+    """Root noise x ~ N(0, I) per (prompt, tree), each from a generator seeded by (seed, iteration, prompt key, tree).
 
     Reproducible whatever the batch composition, rank or device (drawn on the CPU), so a resumed run draws the
     same noise.
@@ -154,7 +154,7 @@ def root_latents(
         trees_per_prompt: T.
         latent_shape: (C, H, W).
         seed: the run's seed.
-        epoch: the epoch index.
+        iteration: the training iteration index.
         device: where the result goes.
 
     Returns:
@@ -164,7 +164,7 @@ def root_latents(
     noise = []
     for key in prompt_keys:
         for tree in range(trees_per_prompt):
-            generator = torch.Generator().manual_seed(derive_seed("root", seed, epoch, int(key), tree))
+            generator = torch.Generator().manual_seed(derive_seed("root", seed, iteration, int(key), tree))
             noise.append(torch.randn(latent_shape, generator=generator, dtype=torch.float32))  # (C, H, W)
     latents = torch.stack(noise).to(device)  # (B*T, C, H, W)
     root_prompt = torch.arange(len(prompt_keys), device=device).repeat_interleave(trees_per_prompt)  # (B*T,)

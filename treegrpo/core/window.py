@@ -4,10 +4,11 @@ The window is the d contiguous steps {s, ..., s + d - 1} where the tree branches
 never in it, so s + d <= N - 1 and s takes one of M = N - d values {0, ..., M - 1}.
 
 Strategies (`WindowSchedule.strategy`):
-    fixed     s = start every epoch.
-    shifting  s = (start + stride * (epoch // every)) mod M: moves by `stride` every `every` epochs and wraps.
-    random    s ~ P(s) ∝ alpha^s on {0, ..., M - 1} (paper default), drawn from a generator seeded by (seed, epoch)
-              alone, so every rank draws the same window.
+    fixed     s = start every iteration.
+    shifting  s = (start + stride * (iteration // every)) mod M: moves by `stride` every `every` iterations and
+              wraps.
+    random    s ~ P(s) ∝ alpha^s on {0, ..., M - 1} (paper default), drawn from a generator seeded by
+              (seed, iteration) alone, so every rank draws the same window.
     adaptive  as `random`, with alpha adapted to reward progress by `observe_reward` (rule in its docstring).
 
 Notation:
@@ -16,6 +17,9 @@ Notation:
     s      window start
     M      number of allowed starts, N - d
     alpha  truncated-geometric parameter: small puts the window early, 1 is uniform
+
+Words: an iteration is one round of training (sample trees, score, update), the index every draw here is keyed by;
+the trainer's passes over one iteration's samples are its epochs (`train.inner_epochs`), which this module never sees.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def derive_seed(*keys: int | str) -> int:
     """A 63-bit seed from a tuple of keys: the same in every process and on every rank (unlike `hash`).
 
     Args:
-        keys: ints or strings, e.g. ("window", seed, epoch) or ("root", seed, epoch, prompt, tree).
+        keys: ints or strings, e.g. ("window", seed, iteration) or ("root", seed, iteration, prompt, tree).
 
     Returns:
         An int in [0, 2^63).
@@ -44,19 +48,19 @@ def derive_seed(*keys: int | str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """The window's generator for one epoch, seeded from (seed, epoch) only: identical on every rank.
+def iteration_generator(seed: int, iteration: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """The window's generator for one training iteration, seeded from (seed, iteration) only: identical on every rank.
 
     Args:
         seed: the run's seed.
-        epoch: the epoch (iteration) index.
+        iteration: the training iteration index.
         device: the generator's device.
 
     Returns:
         A freshly seeded torch.Generator.
     """
     generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed("window", seed, epoch))
+    generator.manual_seed(derive_seed("window", seed, iteration))
     return generator
 
 
@@ -89,27 +93,27 @@ def window_start_probs(num_inference_steps: int, depth: int, alpha: float) -> Te
     return weights / weights.sum()  # (M,)
 
 
-def sample_window_start(num_inference_steps: int, depth: int, alpha: float, seed: int, epoch: int) -> int:
-    """Draw s ~ `window_start_probs` from the (seed, epoch) generator.
+def sample_window_start(num_inference_steps: int, depth: int, alpha: float, seed: int, iteration: int) -> int:
+    """Draw s ~ `window_start_probs` from the (seed, iteration) generator.
 
     Args:
         num_inference_steps: N.
         depth: d.
         alpha: the geometric parameter.
         seed: the run's seed.
-        epoch: the epoch index.
+        iteration: the training iteration index.
 
     Returns:
-        s in {0, ..., N - d - 1}, the same for the same (seed, epoch, alpha) everywhere.
+        s in {0, ..., N - d - 1}, the same for the same (seed, iteration, alpha) everywhere.
     """
     probs = window_start_probs(num_inference_steps, depth, alpha)  # (M,)
-    draw = torch.multinomial(probs, 1, generator=epoch_generator(seed, epoch))  # (1,)
+    draw = torch.multinomial(probs, 1, generator=iteration_generator(seed, iteration))  # (1,)
     return int(draw.item())
 
 
 @dataclass(frozen=True)
 class WindowSchedule:
-    """How the window start is chosen each epoch (module docstring); `alpha_*`, `reward_decay` and
+    """How the window start is chosen each iteration (module docstring); `alpha_*`, `reward_decay` and
     `tolerance` only matter for `adaptive`."""
 
     strategy: str
@@ -152,7 +156,7 @@ class WindowSchedule:
 
 
 def initial_window_state(schedule: WindowSchedule) -> dict[str, Any]:
-    """The strategy's state before the first epoch: a small JSON-serialisable dict to checkpoint with the run.
+    """The strategy's state before the first iteration: a small JSON-serialisable dict to checkpoint with the run.
 
     Args:
         schedule: the window schedule.
@@ -164,13 +168,13 @@ def initial_window_state(schedule: WindowSchedule) -> dict[str, Any]:
 
 
 def choose_window_start(
-    schedule: WindowSchedule, epoch: int, state: dict[str, Any] | None = None
+    schedule: WindowSchedule, iteration: int, state: dict[str, Any] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """The window start for `epoch` (module docstring), identical on every rank.
+    """The window start for `iteration` (module docstring), identical on every rank.
 
     Args:
         schedule: the window schedule.
-        epoch: the epoch (iteration) index, >= 0.
+        iteration: the training iteration index, >= 0.
         state: the state returned by the previous call or `observe_reward` (None: `initial_window_state`).
 
     Returns:
@@ -181,18 +185,18 @@ def choose_window_start(
     if schedule.strategy == "fixed":
         start = schedule.start
     elif schedule.strategy == "shifting":
-        start = (schedule.start + schedule.stride * (epoch // schedule.every)) % num_starts
+        start = (schedule.start + schedule.stride * (iteration // schedule.every)) % num_starts
     else:
         alpha = state["alpha"] if schedule.strategy == "adaptive" else schedule.alpha
-        start = sample_window_start(schedule.num_inference_steps, schedule.depth, alpha, schedule.seed, epoch)
+        start = sample_window_start(schedule.num_inference_steps, schedule.depth, alpha, schedule.seed, iteration)
     return start, state
 
 
 def observe_reward(schedule: WindowSchedule, state: dict[str, Any] | None, reward: float) -> dict[str, Any]:
-    """Update the `adaptive` strategy's alpha from the epoch's mean reward (a no-op for the other strategies).
+    """Update the `adaptive` strategy's alpha from the iteration's mean reward (a no-op for the other strategies).
 
     Rule (ours: the paper reports adapting alpha but gives no rule). Keep an exponential moving average E of the
-    epoch mean reward. On each new reward r after the first:
+    iteration's mean reward. On each new reward r after the first:
         progress = r - E, then E <- decay * E + (1 - decay) * r;
         progress >  tolerance: alpha <- max(alpha_min, alpha - alpha_step)   (learning: keep the window on the
                                 early, high-noise steps where most of the reward gain comes from);
@@ -203,7 +207,7 @@ def observe_reward(schedule: WindowSchedule, state: dict[str, Any] | None, rewar
     Args:
         schedule: the window schedule.
         state: the current state (None: `initial_window_state`).
-        reward: the epoch's mean (weighted) reward over all ranks.
+        reward: the iteration's mean (weighted) reward over all ranks.
 
     Returns:
         The new state {"alpha": float, "reward_ema": float | None}.

@@ -108,7 +108,6 @@ class CfgVelocity:
         self.timesteps = sigmas.float() * 1000.0  # (N + 1,)
         self.guidance_scale = guidance_scale
         self.dtype = dtype
-        self.calls = 0  # transformer evaluations made, counted per node (CFG's doubling not included)
 
     @property
     def cfg(self) -> bool:
@@ -129,7 +128,6 @@ class CfgVelocity:
             hidden_states=hidden.to(self.dtype), encoder_hidden_states=text.to(self.dtype),
             pooled_projections=pooled.to(self.dtype), timestep=t.to(self.dtype), return_dict=False,
         )[0].float()  # the step's probabilities are computed in float32 (bf16 gives NaN log-probs)
-        self.calls += latents.shape[0]
         if not self.cfg:
             return out
         uncond, cond = out.chunk(2)
