@@ -35,3 +35,4 @@ def test_read_state_reads_the_json_state_without_touching_the_rngs(tmp_path):
     state = ckpt.read_state(path)
     assert state == {"iteration": 3, "note": "x"}
     assert torch.equal(torch.get_rng_state(), moved) and not torch.equal(before, moved)
+

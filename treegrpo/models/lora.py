@@ -67,7 +67,33 @@ def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
     StableDiffusion3Pipeline.save_lora_weights(path, transformer_lora_layers=lora_state_dict(transformer),
                                                transformer_lora_adapter_metadata=lora_config(transformer),
                                                safe_serialization=True)
+    sort_safetensors_metadata(path / "pytorch_lora_weights.safetensors")
     return path
+
+
+def sort_safetensors_metadata(file: str | Path) -> None:
+    """Rewrite a safetensors file's header with its `__metadata__` keys sorted, in place.
+
+    safetensors writes the metadata map in the order of a Rust HashMap, which is seeded anew in each process: the
+    same weights came out as one of two files (`format` before or after `lora_adapter_metadata`), so the file's
+    sha256 (the registry's identity of a version, DVC's hash of the LoRA) changed with nothing changed. Sorting
+    reorders the header's JSON only; its length and every tensor byte stay as they were.
+    """
+    import json
+    import struct
+
+    with open(file, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(length)
+        header = json.loads(raw)
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # never here (the same keys, reordered); refuse rather than shift the tensors
+            raise ValueError(f"{file}: the sorted header ({len(text)} bytes) does not fit the old one ({length})")
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))  # safetensors pads its header with spaces
 
 
 def lora_config(transformer: torch.nn.Module) -> dict:
