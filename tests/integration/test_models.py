@@ -151,3 +151,14 @@ def test_lora_target_typo_is_refused(tiny_pipeline_dir, params):
     bad = dataclasses.replace(params.lora, target_modules=("attn.to_q", "attn.to_qq"))
     with pytest.raises(UserError, match="'attn.to_qq' matches no module"):
         add_lora(tr, bad)
+
+
+def test_build_tiny_model_prints_its_line_not_the_weights_writing_bars(tmp_path, capsys):
+    from transformers.utils import logging as transformers_logging
+
+    from treegrpo.cli import main
+
+    transformers_logging.enable_progress_bar()  # the library default, whatever an earlier test in this process did
+    assert main(["build-tiny-model", "--size", "tiny", "--out", str(tmp_path / "tiny")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("built tiny SD3.5-architecture pipeline") and "Writing model shards" not in err

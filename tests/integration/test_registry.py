@@ -164,6 +164,7 @@ def test_register_and_promote_commands(params, tmp_path, capsys):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(to_dict(params)))
     assert main(["register", "--params", str(path)]) == 0
+    assert "Downloading artifacts" not in capsys.readouterr().err  # one display: not MLflow's artifact bars
     record = json.loads((tmp_path / "reg" / "registered.json").read_text())
     assert record["version"] == "1" and record["new_version"] and record["alias"] == "candidate"
     assert (tmp_path / "reg" / "reward_curve.png").is_file()

@@ -22,8 +22,13 @@ COMMANDS = ["check", "build_model", "world", "pretrain", "profile", "ingest", "v
 
 def quiet_loading_bars() -> None:
     """One progress display on the terminal, the command's own: not diffusers' and transformers' bars for loading
-    weights (called by the commands that load models)."""
+    and writing weights, nor MLflow's for moving artifacts (called by the commands that load or save models; `fetch`
+    keeps the hub's download bars, which show real downloads)."""
+    import os
+
     from diffusers.utils import logging as diffusers_logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow reads it at each transfer
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()

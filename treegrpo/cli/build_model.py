@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from treegrpo.cli import quiet_loading_bars
 from treegrpo.config import load_params
 
 
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from treegrpo.models.tiny import count_parameters, save_tiny_pipeline
 
+    quiet_loading_bars()
     spec = load_params(args.params).tiny_model
     size, out = args.size or spec.size, args.out or spec.path
     path = save_tiny_pipeline(out, size=size, seed=spec.seed)
