@@ -57,32 +57,6 @@ def test_world_transformer_has_a_token_per_8x8_pixels(world_dir):
     assert tokens.shape == (1, 64, SPECS["world"].heads * SPECS["world"].head_dim)
 
 
-def test_world_tokens_sit_one_unit_apart_in_the_position_embedding(world_dir):
-    """SD3's 2-D sincos embedding gives each axis D/4 frequencies w_i = 10000^(-i / (D/4)) (half the width per axis,
-    a sin and a cos per frequency). Two tokens s apart along one axis then differ by |e(x + s) - e(x)|^2 =
-    sum_i 2 (1 - cos(w_i s)), whatever x: worked here for s = 1 (the world's spacing) and s = 1/6 (SD3.5's 96-wide
-    grid cropped for 8 tokens, which left neighbours nearly one vector)."""
-    import math
-
-    from diffusers import SD3Transformer2DModel
-
-    transformer = SD3Transformer2DModel.from_pretrained(world_dir / "transformer")
-    x = torch.zeros(1, 16, 16, 16)
-    with torch.no_grad():
-        pos = (transformer.pos_embed(x) - transformer.pos_embed.proj(x).flatten(2).transpose(1, 2))[0]  # (64, D)
-    grid = pos.reshape(8, 8, -1)
-    quarter = grid.shape[-1] // 4
-
-    def by_hand(step: float) -> float:
-        return math.sqrt(sum(2 * (1 - math.cos(10000 ** (-i / quarter) * step)) for i in range(quarter)))
-
-    right = (grid[:, 1:] - grid[:, :-1]).norm(dim=-1)  # (8, 7): every pair of horizontal neighbours
-    down = (grid[1:] - grid[:-1]).norm(dim=-1)
-    torch.testing.assert_close(right, torch.full_like(right, by_hand(1.0)), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(down, torch.full_like(down, by_hand(1.0)), rtol=1e-4, atol=1e-5)
-    assert by_hand(1.0) > 5 * by_hand(1 / 6)  # what SD3.5's grid gave these tokens
-
-
 def test_the_pretrained_scheduler_has_the_shift_and_its_sigmas(world_dir):
     """sigma = shift * t / (1 + (shift - 1) * t), the 10 t evenly spaced from 1 to the end of diffusers' table (its
     1000 training timesteps, already shifted: shift(1/1000) = 0.0005 / 0.9995 at shift 0.5); sigma(0.5) = 1/3."""
