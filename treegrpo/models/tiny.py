@@ -36,11 +36,6 @@ class TinySpec:
     vae_channels: tuple[int, ...]  # one entry per VAE level: downsampling = 2 ** (levels - 1)
     clip_max_length: int = 77  # CLIP tokens the pipeline pads every prompt to (its tokenizers' model_max_length)
     patch_size: int = 2  # latent pixels per side of one transformer token
-    # the side of the sincos position grid the transformer's PatchEmbed crops from. diffusers spaces its positions
-    # base_size / pos_embed_max_size apart (base_size = 32 latent px / patch 2 = 16): at SD3.5's 96 that is 1/6, so
-    # the 8x8 tokens of a 64 px image span 1.3 units and their 64-wide embeddings are nearly one vector (neighbours'
-    # cosine 0.9994); at 16 tokens are 1 unit apart, as SD3.5's 64x64 tokens at 1024 px are 1/6 apart over 10.7 units
-    pos_embed_max_size: int = 96
 
 
 SPECS = {
@@ -54,7 +49,7 @@ SPECS = {
     # read right for 20% of held-out renders; the 4x VAE, 100% (a 16x16x16 latent is a third of the pixels, not a
     # twelfth). One token per 16x16 px (8x VAE, patch 2) drew merged, colour-mixed blobs: about one object a token
     "world": TinySpec(layers=4, dual_layers=1, heads=4, head_dim=16, clip_hidden=32, clip_layers=2, t5_layers=2,
-                      vae_channels=(16, 16, 16), clip_max_length=16, patch_size=2, pos_embed_max_size=16),
+                      vae_channels=(16, 16, 16), clip_max_length=16, patch_size=2),
 }
 
 
@@ -101,7 +96,7 @@ def build_tiny_pipeline(size: str = "tiny", seed: int = 0):
     transformer = SD3Transformer2DModel(
         sample_size=32, patch_size=spec.patch_size, in_channels=16, out_channels=16, num_layers=spec.layers,
         attention_head_dim=spec.head_dim, num_attention_heads=spec.heads, joint_attention_dim=t5_width,
-        caption_projection_dim=inner, pooled_projection_dim=2 * spec.clip_hidden, pos_embed_max_size=spec.pos_embed_max_size,
+        caption_projection_dim=inner, pooled_projection_dim=2 * spec.clip_hidden, pos_embed_max_size=96,
         dual_attention_layers=tuple(range(spec.dual_layers)), qk_norm="rms_norm",
     )
     levels = len(spec.vae_channels)
