@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from treegrpo.config import Params
-from treegrpo.errors import UserError
 from treegrpo.rewards import PAPER_REWARDS
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

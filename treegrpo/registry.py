@@ -28,12 +28,12 @@ from typing import Any
 import mlflow.pyfunc
 
 from treegrpo.config import Params, to_dict
-from treegrpo.errors import UserError
 from treegrpo.run_identity import folder_digest
 
 # versions registered before the pyfunc moved to treegrpo.serving run `from treegrpo.registry import LoraText2Image`
 # in their logged model code: keep that name importable here so they still load
 from treegrpo.serving import LoraText2Image  # noqa: F401
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from treegrpo.config import Params, to_dict
 from treegrpo.config.tracking import TrackingParams
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

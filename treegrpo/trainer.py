@@ -36,13 +36,13 @@ from treegrpo.core.sde import child_log_probs, sde_moments
 from treegrpo.core.signal import tree_signal
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
 from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
-from treegrpo.errors import UserError
 from treegrpo.grids import save_image_grid, spread
 from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
 from treegrpo.models.lora import add_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
 from treegrpo.models.policy import SD3Policy
 from treegrpo.models.sd3 import PromptEmbeds, configure_transformer
 from treegrpo.run_identity import RunIdentity
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 Reward = Callable[[Tensor, list[str]], Tensor]

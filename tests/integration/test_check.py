@@ -82,7 +82,7 @@ def test_a_training_start_that_cannot_load_its_model_keeps_the_run_a_resume_reop
     client = tracking.get_client(make_params(tiny_pipeline_dir, out, **small)[0].tracking)
     runs = client.search_runs([client.get_experiment_by_name("treegrpo").experiment_id])
 
-    from treegrpo.errors import UserError
+    from treegrpo.utils.errors import UserError
 
     with pytest.raises(UserError, match="model.pretrained"):
         start(tmp_path / "no-such-model")

@@ -18,7 +18,7 @@ from treegrpo.config.data import DataParams
 from treegrpo.data import load_prompts
 from treegrpo.data.ingest import ingest_prompts
 from treegrpo.data.validate import build_table, validate_prompts
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from PIL import Image
 from tests.conftest import REPO
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.errors import UserError
 from treegrpo.evaluation import evaluate, sample, summarize
 from treegrpo.rewards.weight_free import ColorFraction, JpegCompressibility
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a red car", "a blue house by the sea", "a green dragon"]

@@ -9,8 +9,8 @@ import yaml
 from tests.conftest import REPO
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.errors import UserError
 from treegrpo.fetch import fetch, reward_names
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 

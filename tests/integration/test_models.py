@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import REPO
 from treegrpo.config import load_params
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 

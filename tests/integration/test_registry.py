@@ -15,8 +15,8 @@ from tests.conftest import REPO
 from treegrpo import tracking
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.errors import UserError
 from treegrpo.registry import eval_key, lora_digest, promote, register_lora
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a red cube on a table", "a green forest at dawn"]

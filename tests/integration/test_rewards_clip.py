@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from treegrpo.errors import UserError
 from treegrpo.rewards import stand_ins
 from treegrpo.rewards.clip import AestheticReward, ClipScoreReward, HPSv2Reward
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a red car", "a portrait of a woman in a yellow dress", "a green dragon over a castle"]

@@ -6,11 +6,11 @@ import pickle
 import pytest
 import torch
 
-from treegrpo.errors import UserError
 from treegrpo.rewards import imagereward_compat as compat
 from treegrpo.rewards import stand_ins
 from treegrpo.rewards.base import to_pil_images
 from treegrpo.rewards.image_reward import ImageRewardReward
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a red car", "a blue house by the sea", "a cat"]

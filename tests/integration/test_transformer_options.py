@@ -9,9 +9,9 @@ import torch
 
 from treegrpo.bench.flops import random_inputs
 from treegrpo.config.model import LoraParams
-from treegrpo.errors import UserError
 from treegrpo.models.lora import add_lora
 from treegrpo.models.sd3 import configure_transformer
+from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration
 LATENT = (4, 8, 8)

@@ -16,7 +16,7 @@ from treegrpo.config import ParamsError, build
 from treegrpo.config.data import DataParams
 from treegrpo.data import load_prompts
 from treegrpo.data.ingest import ingest_prompts, normalize, prompt_digest, split_of
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "hpdv2" / "prompts_test.txt"

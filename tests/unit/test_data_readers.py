@@ -11,7 +11,7 @@ import pytest
 
 from treegrpo.data import readers
 from treegrpo.data.readers import Record, list_prompt_files, read_records
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 
 def records(path: Path) -> list[Record]:

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from treegrpo.devices import resolve_device
-from treegrpo.errors import UserError
 from treegrpo.trainer import TreeGRPOTrainer
+from treegrpo.utils.devices import resolve_device
+from treegrpo.utils.errors import UserError
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_profile_with_unknown_key_is_refused(tmp_path, monkeypatch):
 
     (tmp_path / "typo.yaml").write_text("train:\n  learnin_rate: 1.0\n")
     monkeypatch.setattr(prof, "PROFILES", tmp_path)
-    from treegrpo.errors import UserError
+    from treegrpo.utils.errors import UserError
 
     with pytest.raises(UserError, match="train.learnin_rate"):
         apply_profile("typo", REPO / "params.yaml")

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from treegrpo.errors import UserError
 from treegrpo.rewards import imagereward_compat as compat
+from treegrpo.utils.errors import UserError
 
 MODEL = SimpleNamespace(dtype=torch.float32)
 

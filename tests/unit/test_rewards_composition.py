@@ -11,9 +11,9 @@ from PIL import Image, ImageFilter
 
 from tests.conftest import REPO
 from treegrpo.config import load_params
-from treegrpo.errors import UserError
 from treegrpo.rewards.composition import Composition, CompositionAccuracy, detect_objects, score_composition
 from treegrpo.rewards.registry import REWARDS, build_reward
+from treegrpo.utils.errors import UserError
 from treegrpo.world.grammar import CATEGORIES, all_scenes, parse_prompt
 from treegrpo.world.render import render
 

@@ -12,10 +12,10 @@ import yaml
 
 from tests.conftest import REPO
 from treegrpo.config import ParamsError, load_params, parse_params
-from treegrpo.errors import UserError
 from treegrpo.rewards import PAPER_REWARDS, REWARD_NAMES
 from treegrpo.rewards.base import resolve_file
 from treegrpo.rewards.registry import REWARDS, build_reward, build_rewards, reward_kwargs
+from treegrpo.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

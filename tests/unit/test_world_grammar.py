@@ -2,7 +2,7 @@
 
 import pytest
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 from treegrpo.world.grammar import CATEGORIES, COLOURS, RELATIONS, SHAPES, Group, Scene, all_scenes, parse_prompt
 from treegrpo.world.split import world_scenes
 

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from treegrpo.config import ParamsError
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 # module name under treegrpo.cli, in the order the pipeline runs
 COMMANDS = ["check", "build_model", "world", "pretrain", "profile", "ingest", "validate", "fetch", "train",

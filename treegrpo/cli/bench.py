@@ -73,7 +73,7 @@ def output_dir(args: argparse.Namespace) -> Path:
 def _overrides(pairs: list[str]) -> dict:
     import yaml
 
-    from treegrpo.errors import UserError
+    from treegrpo.utils.errors import UserError
 
     out = {}
     for pair in pairs:
@@ -86,7 +86,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _check(args: argparse.Namespace) -> None:
     from treegrpo.config.train import ALGORITHMS
-    from treegrpo.errors import UserError
+    from treegrpo.utils.errors import UserError
 
     bad = [p for p in args.parts if p not in PARTS]
     if bad:

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 PASSED = "outputs/check/passed.json"  # the DVC output of the stage `check`
 CHECKS = ("params", "base model", "reward files", "prompt sources")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from treegrpo.config import ParamsError, parse_params, read_yaml
 from treegrpo.config.edit import overlay_changes, parse_entries, section_paths, set_values
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 

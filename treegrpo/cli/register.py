@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
 
 def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
     """metrics.json of the evaluation, history.json of training, and the evaluated prompts (in order)."""
-    from treegrpo.errors import UserError
     from treegrpo.evaluation import read_scores, scored_prompts
+    from treegrpo.utils.errors import UserError
 
     eval_dir, train_dir = Path(params.eval.output_dir), Path(params.train.output_dir)
     for path in (eval_dir / "metrics.json", eval_dir / "scores.jsonl", train_dir / "history.json"):

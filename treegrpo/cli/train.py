@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 def read_train_prompts(validated_dir: str, override: str | None) -> list[str]:
     from treegrpo.data import load_prompts
-    from treegrpo.errors import UserError
+    from treegrpo.utils.errors import UserError
 
     if override and not override.endswith(".parquet"):
         path = Path(override)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from treegrpo.config import load_params
 from treegrpo.config.world import SPLIT_FILES, WorldParams
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

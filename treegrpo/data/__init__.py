@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 
 def load_prompts(path: str | Path) -> list[str]:

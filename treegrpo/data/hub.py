@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 
 class HubFile(NamedTuple):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 HPDV2_STYLES = ("anime", "concept-art", "paintings", "photo")
 SUFFIXES = (".txt", ".json", ".jsonl", ".parquet")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from treegrpo.config.data import DataParams
 from treegrpo.data.suite import Outcome, PromptSuite
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from treegrpo.config import LoraParams
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 ADAPTER = "default"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from treegrpo.config import ModelParams
-from treegrpo.devices import resolve_device
-from treegrpo.errors import UserError
+from treegrpo.utils.devices import resolve_device
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 ATTENTION_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")  # model.attention_backend

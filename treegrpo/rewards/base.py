@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

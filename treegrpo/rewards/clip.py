@@ -28,8 +28,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from treegrpo.devices import resolve_device
-from treegrpo.errors import UserError
 from treegrpo.rewards.base import (
     Images,
     LazyModelReward,
@@ -38,6 +36,8 @@ from treegrpo.rewards.base import (
     resolve_file,
     to_pil_images,
 )
+from treegrpo.utils.devices import resolve_device
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from treegrpo.devices import resolve_device
-from treegrpo.errors import UserError
 from treegrpo.rewards import imagereward_compat as compat
 from treegrpo.rewards.base import (
     Images,
@@ -26,6 +24,8 @@ from treegrpo.rewards.base import (
     to_pil_images,
 )
 from treegrpo.rewards.clip import load_state_dict_file
+from treegrpo.utils.devices import resolve_device
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 SECTION = "reward.image_reward"

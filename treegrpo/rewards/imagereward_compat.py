@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 VIT_KEYS = {"embed_dim", "depth", "num_heads", "patch_size"}
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from treegrpo.config.base import to_dict
 from treegrpo.config.reward import RewardParams
-from treegrpo.errors import UserError
 from treegrpo.rewards import PAPER_REWARDS, REWARD_NAMES
 from treegrpo.rewards.base import Reward
 from treegrpo.rewards.clip import AestheticReward, ClipScoreReward, HPSv2Reward
 from treegrpo.rewards.composition import Composition, CompositionAccuracy
 from treegrpo.rewards.image_reward import ImageRewardReward
 from treegrpo.rewards.weight_free import ColorFraction, JpegCompressibility
+from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

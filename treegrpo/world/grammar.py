@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 SHAPES = ("circle", "square", "triangle")
 # sRGB 0-255; hues (HSV) 357, 27, 56, 129, 223, 281 degrees; saturation >= 0.8

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from treegrpo.errors import UserError
+from treegrpo.utils.errors import UserError
 
 
 def local_rank() -> int:
