@@ -145,7 +145,7 @@ def category_table(metrics: Mapping, labels: Mapping[str, str]) -> str:
 def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: int) -> None:
     """A PNG: one row per prompt (the first `rows`; each prompt's first image), one column per model, the same seed
     across a row."""
-    from treegrpo.grids import save_image_grid
+    from treegrpo.training.grids import save_image_grid
 
     rows = min(rows, len(prompts))
     names = list(columns)

@@ -28,11 +28,11 @@ from typing import Any
 import mlflow.pyfunc
 
 from treegrpo.config import Params, to_dict
-from treegrpo.run_identity import folder_digest
 
 # versions registered before the pyfunc moved to treegrpo.serving run `from treegrpo.registry import LoraText2Image`
 # in their logged model code: keep that name importable here so they still load
 from treegrpo.serving import LoraText2Image  # noqa: F401
+from treegrpo.training.run_identity import folder_digest
 from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def signature():
 
 def log_model(params: Params, run_id: str, lora_dir: Path):
     """Log the LoRA as a pyfunc model in run `run_id`; returns its `ModelInfo` (model_uri, model_id)."""
-    from treegrpo.tracking import tracking_uri
+    from treegrpo.training.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(params.tracking))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), warnings.catch_warnings():
@@ -194,7 +194,7 @@ def register_lora(client, params: Params, run_id: str, metrics: dict, prompts: l
     Returns:
         the version; `created` is False when these weights were registered before.
     """
-    from treegrpo.tracking import provenance_tags
+    from treegrpo.training.tracking import provenance_tags
 
     if "trained" not in metrics:
         raise UserError("the evaluation has no trained model (eval.lora: null?); nothing to register")

@@ -1,5 +1,5 @@
 """The TreeGRPO recipe: setup, sample trees, score, advantages, policy step, checkpoint (SPEC §4-6, §8). The same loop
-runs the baselines (GRPO, MixGRPO, DDPO) as other sampler shapes (`treegrpo.algorithms`).
+runs the baselines (GRPO, MixGRPO, DDPO) as other sampler shapes (`treegrpo.training.algorithms`).
 
 Reads top to bottom. The math lives in `treegrpo.core`; the model behind `treegrpo.models`; this file owns the loop,
 accelerate (devices, mixed precision, data parallelism), the NaN policy and checkpoint/resume. It never imports
@@ -27,8 +27,6 @@ from accelerate import Accelerator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from treegrpo import checkpoint as ckpt
-from treegrpo.algorithms import Shape, iteration_shape
 from treegrpo.config import Params
 from treegrpo.core.advantages import grouped_leaf_advantages
 from treegrpo.core.loss import grpo_loss, kl_to_reference
@@ -36,12 +34,14 @@ from treegrpo.core.sde import child_log_probs, sde_moments
 from treegrpo.core.signal import tree_signal
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
 from treegrpo.core.window import WindowSchedule, derive_seed, observe_reward
-from treegrpo.grids import save_image_grid, spread
-from treegrpo.metrics import MetricsWriter, PeakMemory, Timer
 from treegrpo.models.lora import add_lora, lora_parameters, lora_state_dict, save_lora, set_lora_state_dict
 from treegrpo.models.policy import SD3Policy
 from treegrpo.models.sd3 import PromptEmbeds, configure_transformer
-from treegrpo.run_identity import RunIdentity
+from treegrpo.training import checkpoint as ckpt
+from treegrpo.training.algorithms import Shape, iteration_shape
+from treegrpo.training.grids import save_image_grid, spread
+from treegrpo.training.metrics import MetricsWriter, PeakMemory, Timer
+from treegrpo.training.run_identity import RunIdentity
 from treegrpo.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ class ResumePoint(NamedTuple):
 
 class TreeGRPOTrainer:
     """One training run of `train.algorithm`: TreeGRPO, or one of the three baselines it is measured against (grpo,
-    mixgrpo, ddpo: `treegrpo.algorithms` gives each iteration's shape, the loop is the same). `train()` runs (or
-    resumes) it to `train.iterations` and returns the final metrics.
+    mixgrpo, ddpo: `treegrpo.training.algorithms` gives each iteration's shape, the loop is the same). `train()` runs
+    (or resumes) it to `train.iterations` and returns the final metrics.
 
     Args:
         params: all of params.yaml.
@@ -473,8 +473,8 @@ class TreeGRPOTrainer:
 
     # ---------------------------------------------------------------- checkpoint
     def save_checkpoint(self, iteration: int) -> None:
-        """Checkpoint `iteration` (main process; atomic, `treegrpo.checkpoint`): the LoRA, the optimizer, the RNGs,
-        the trainer state, the run's fingerprint and the figures so far."""
+        """Checkpoint `iteration` (main process; atomic, `treegrpo.training.checkpoint`): the LoRA, the optimizer,
+        the RNGs, the trainer state, the run's fingerprint and the figures so far."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:

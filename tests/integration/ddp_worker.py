@@ -97,10 +97,10 @@ def plant_local_rank_owner() -> None:
     """The bug: 'main process' taken as the local main process (rank 0 of each node), for the files and MLflow."""
     import accelerate
 
-    import treegrpo.tracking
+    import treegrpo.training.tracking
 
     accelerate.Accelerator.is_main_process = property(lambda self: self.is_local_main_process)
-    treegrpo.tracking.is_main_process = lambda: os.environ.get("LOCAL_RANK", "0") == "0"
+    treegrpo.training.tracking.is_main_process = lambda: os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 def main(argv: list[str]) -> int:

@@ -60,8 +60,8 @@ def test_a_bad_value_fails_with_its_key_and_removes_the_output(tmp_path, capsys,
 
 def test_a_training_start_that_cannot_load_its_model_keeps_the_run_a_resume_reopens(tiny_pipeline_dir, tmp_path,
                                                                                     monkeypatch):
-    from treegrpo import tracking
     from treegrpo.cli.train import run as train
+    from treegrpo.training import tracking
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

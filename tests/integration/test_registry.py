@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import REPO
-from treegrpo import tracking
 from treegrpo.cli import main
 from treegrpo.config import load_params
 from treegrpo.registry import eval_key, lora_digest, promote, register_lora
+from treegrpo.training import tracking
 from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from treegrpo import tracking
 from treegrpo.config import ParamsError, load_params
 from treegrpo.config.tracking import TrackingParams
+from treegrpo.training import tracking
 
 pytestmark = pytest.mark.integration
 KEY = "0123456789abcdef-40"  # a RunIdentity.key: the training run's trajectory and end

@@ -65,7 +65,7 @@ def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_pat
     changed: started over, the stale checkpoints removed."""
     import shutil
 
-    from treegrpo import run_identity
+    from treegrpo.training import run_identity
 
     out = tmp_path / "out"
 
@@ -86,7 +86,7 @@ def test_a_checkpoint_is_resumed_only_by_the_same_run(tiny_pipeline_dir, tmp_pat
     assert json.loads((out / "metrics.json").read_text())["iterations_done"] == 2
     assert setup(train__iterations=3, train__sample_every=5).start_iteration == 2  # longer, other grids: resumed
 
-    monkeypatch.setattr(run_identity, "TRAINING_CODE", (*run_identity.TRAINING_CODE, "treegrpo.grids"))
+    monkeypatch.setattr(run_identity, "TRAINING_CODE", (*run_identity.TRAINING_CODE, "treegrpo.training.grids"))
     assert setup(train__iterations=3).start_iteration == 0  # other training code: starts over
     assert not any((out / "checkpoints").iterdir())  # and the stale checkpoints are gone
     monkeypatch.undo()

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from tests.conftest import REPO
-from treegrpo.algorithms import iteration_shape
 from treegrpo.config import load_params
 from treegrpo.core.window import WindowSchedule
+from treegrpo.training.algorithms import iteration_shape
 
 
 @pytest.fixture(scope="module")

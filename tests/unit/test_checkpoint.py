@@ -2,7 +2,7 @@
 
 import torch
 
-from treegrpo import checkpoint as ckpt
+from treegrpo.training import checkpoint as ckpt
 
 
 def _save(root, iteration, keep):

@@ -1,6 +1,6 @@
 """The reward curves `treegrpo register` draws from the training history."""
 
-from treegrpo.curves import curve_keys, plot_history
+from treegrpo.training.curves import curve_keys, plot_history
 
 
 def test_reward_curves_are_a_png(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from treegrpo.grids import save_image_grid, spread
+from treegrpo.training.grids import save_image_grid, spread
 
 
 def test_spread_takes_best_worst_and_even_ranks_between():

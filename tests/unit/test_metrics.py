@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from treegrpo.metrics import MetricsWriter, PeakMemory
+from treegrpo.training.metrics import MetricsWriter, PeakMemory
 
 MIB = 2**20
 

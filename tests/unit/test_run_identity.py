@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from treegrpo import run_identity
 from treegrpo.config import load_params, to_dict
 from treegrpo.rewards import REWARD_NAMES
+from treegrpo.training import run_identity
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import json
 
-from treegrpo import checkpoint as ckpt
 from treegrpo.trainer import TrainerState
+from treegrpo.training import checkpoint as ckpt
 
 
 def test_the_state_is_saved_under_the_checkpoint_keys_of_before():

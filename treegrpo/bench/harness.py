@@ -33,7 +33,7 @@ from treegrpo.bench.probe import ForwardProbe, bare_forward_seconds
 from treegrpo.config.base import set_dotted
 from treegrpo.config.train import ALGORITHMS
 from treegrpo.core.tree import tree_nfe
-from treegrpo.metrics import PeakMemory
+from treegrpo.training.metrics import PeakMemory
 
 log = logging.getLogger(__name__)
 SIZES = ("tiny", "small", "sd35m")

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.registry import promote
-    from treegrpo.tracking import get_client
+    from treegrpo.training.tracking import get_client
 
     params = load_params(args.params)
     decision = promote(get_client(params.tracking), params, args.version, args.force, args.reason)

@@ -42,10 +42,10 @@ def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from treegrpo import tracking
     from treegrpo.config import load_params
-    from treegrpo.curves import plot_history
     from treegrpo.registry import register_lora
+    from treegrpo.training import tracking
+    from treegrpo.training.curves import plot_history
 
     quiet_loading_bars()
     params = load_params(args.params)

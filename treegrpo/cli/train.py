@@ -57,8 +57,8 @@ def logs_above_the_bar():
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
     from treegrpo.rewards.registry import build_rewards
-    from treegrpo.tracking import training_run
     from treegrpo.trainer import TreeGRPOTrainer
+    from treegrpo.training.tracking import training_run
 
     quiet_loading_bars()
     params = load_params(args.params)

@@ -1,7 +1,7 @@
 """MLflow tracking: one run per training run, fed by the trainer's `log_fn`; the evaluation logged onto it.
 
 The trainer never sees MLflow: `treegrpo train` wraps it in `training_run(params, run_key)`, which opens the run (or
-reopens the one of the same training run: the same `treegrpo.run_identity.RunIdentity.key`, after a crash or when
+reopens the one of the same training run: the same `run_identity.RunIdentity.key`, after a crash or when
 `dvc repro` re-runs a finished training), logs every params.yaml key flattened (`train.learning_rate`), tags it with
 the run key, the git commit, the `dvc.lock` hash and a params hash, and hands back a `MetricLogger` to call from
 `log_fn`. The run id goes to `{train.output_dir}/mlflow_run.json`, where `treegrpo register` finds it to log the
