@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from treegrpo.trainer import TreeGRPOTrainer
+from treegrpo.recipes.trainer import TreeGRPOTrainer
 
 RECORD: list[dict] = []  # one dict per iteration run, in order
 

@@ -11,7 +11,7 @@ from PIL import Image
 from tests.conftest import REPO
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.evaluation import evaluate, sample, summarize
+from treegrpo.recipes.evaluation import evaluate, sample, summarize
 from treegrpo.rewards.weight_free import ColorFraction, JpegCompressibility
 from treegrpo.utils.errors import UserError
 
@@ -202,6 +202,6 @@ def test_accuracy_per_category_and_several_images_per_prompt(params, tmp_path):
     assert "Accuracy (all constraints) per category" in table and "| colour (2) | counting (1) |" in table
     rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {r["sample"] for r in rows} == {0, 1, 2}
-    from treegrpo.evaluation import read_scores, scored_prompts
+    from treegrpo.recipes.evaluation import read_scores, scored_prompts
 
     assert scored_prompts(read_scores(tmp_path / "scores.jsonl")) == prompts

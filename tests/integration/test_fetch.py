@@ -9,7 +9,7 @@ import yaml
 from tests.conftest import REPO
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.fetch import fetch, reward_names
+from treegrpo.recipes.fetch import fetch, reward_names
 from treegrpo.utils.errors import UserError
 
 pytestmark = pytest.mark.integration

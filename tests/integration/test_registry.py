@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tests.conftest import REPO
 from treegrpo.cli import main
 from treegrpo.config import load_params
-from treegrpo.registry import eval_key, lora_digest, promote, register_lora
+from treegrpo.recipes.registry import eval_key, lora_digest, promote, register_lora
 from treegrpo.training import tracking
 from treegrpo.utils.errors import UserError
 
@@ -186,13 +186,43 @@ def test_register_and_promote_commands(params, tmp_path, capsys):
     assert main(["promote", "--params", str(path), "--version", "9"]) == 2
 
 
+# the model code earlier releases logged with each version ("models from code"): loading such a version runs it
+OLD_MODEL_CODE = {
+    "treegrpo.registry": "import mlflow\n\nfrom treegrpo.registry import LoraText2Image\n\n"
+                         "mlflow.models.set_model(LoraText2Image())\n",
+    "treegrpo.serving": "import mlflow\n\nfrom treegrpo.serving import LoraText2Image\n\n"
+                        "mlflow.models.set_model(LoraText2Image())\n",
+}
+
+
 def test_versions_logged_before_the_pyfunc_moved_still_find_it():
-    """Model code logged before `LoraText2Image` moved to treegrpo.serving imports it from treegrpo.registry."""
+    """Model code logged before `LoraText2Image` moved to treegrpo.serving imports it from treegrpo.registry; code
+    logged before it moved on to treegrpo.recipes.serving, from treegrpo.serving."""
+    import treegrpo.recipes.registry
+    import treegrpo.recipes.serving
     import treegrpo.registry
     import treegrpo.serving
 
-    assert treegrpo.registry.LoraText2Image is treegrpo.serving.LoraText2Image
-    assert "from treegrpo.serving import LoraText2Image" in treegrpo.registry.MODEL_CODE
+    assert treegrpo.registry.LoraText2Image is treegrpo.recipes.serving.LoraText2Image
+    assert treegrpo.serving.LoraText2Image is treegrpo.recipes.serving.LoraText2Image
+    assert "from treegrpo.recipes.serving import LoraText2Image" in treegrpo.recipes.registry.MODEL_CODE
+
+
+@pytest.mark.parametrize("module", [*OLD_MODEL_CODE, "treegrpo.recipes.serving"])
+def test_the_model_code_of_every_release_runs_and_sets_the_pyfunc(module, tmp_path, monkeypatch):
+    """The logged code file, run as `mlflow.pyfunc.load_model` runs it (`_load_model_code_path`), sets a
+    `LoraText2Image`; today's code is the earlier releases' with the class's new module path."""
+    import mlflow.models.model
+    from mlflow.models.utils import _load_model_code_path
+
+    from treegrpo.recipes.registry import MODEL_CODE
+    from treegrpo.recipes.serving import LoraText2Image
+
+    code = OLD_MODEL_CODE.get(module, MODEL_CODE)
+    assert MODEL_CODE == code.replace(module, "treegrpo.recipes.serving")
+    (tmp_path / "model_code.py").write_text(code)
+    monkeypatch.setattr(mlflow.models.model, "__mlflow_model__", None)  # set by the code file alone
+    assert type(_load_model_code_path(str(tmp_path / "model_code.py"), None)) is LoraText2Image
 
 
 @pytest.mark.slow

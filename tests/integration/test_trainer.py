@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import make_params
 from treegrpo.core.tree import tree_nfe
+from treegrpo.recipes.trainer import TrainingError, TreeGRPOTrainer
 from treegrpo.rewards.weight_free import JpegCompressibility
-from treegrpo.trainer import TrainingError, TreeGRPOTrainer
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["a red car", "a blue boat", "a green tree", "a yellow flower"]

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from treegrpo.trainer import TreeGRPOTrainer
+from treegrpo.recipes.trainer import TreeGRPOTrainer
 from treegrpo.utils.devices import resolve_device
 from treegrpo.utils.errors import UserError
 

@@ -56,10 +56,10 @@ def test_the_code_keeps_every_contract(options, graph):
     ("treegrpo.core.tree", "treegrpo.models.sd3", "layers"),  # the core reaches up to an adapter
     ("treegrpo.core.tree", "diffusers", "core"),  # the core takes a third-party model library
     ("treegrpo.config.reward", "treegrpo.rewards.registry", "layers"),  # config reaches up to rewards
-    ("treegrpo.trainer", "mlflow", "recipe"),
-    ("treegrpo.trainer", "prefect", "recipe"),
-    ("treegrpo.models.sd3", "treegrpo.trainer", "layers"),  # an adapter imports the recipe
-    ("treegrpo.trainer", "treegrpo.cli.train", "layers"),
+    ("treegrpo.recipes.trainer", "mlflow", "recipe"),
+    ("treegrpo.recipes.trainer", "prefect", "recipe"),
+    ("treegrpo.models.sd3", "treegrpo.recipes.trainer", "layers"),  # an adapter imports the recipe
+    ("treegrpo.recipes.trainer", "treegrpo.cli.train", "layers"),
 ])
 def test_an_arrow_pointing_up_breaks_a_contract(options, graph, importer, imported, contract):
     assert contract in broken(options, graph, (importer, imported))

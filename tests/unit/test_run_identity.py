@@ -99,7 +99,7 @@ def test_the_reward_modules_are_training_code():
 def test_one_folder_hasher_reads_paths_and_bytes_and_big_files_by_their_head(tmp_path):
     import hashlib
 
-    from treegrpo.registry import lora_digest
+    from treegrpo.recipes.registry import lora_digest
 
     lora = tmp_path / "lora"
     (lora / "sub").mkdir(parents=True)

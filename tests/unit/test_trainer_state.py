@@ -2,7 +2,7 @@
 
 import json
 
-from treegrpo.trainer import TrainerState
+from treegrpo.recipes.trainer import TrainerState
 from treegrpo.training import checkpoint as ckpt
 
 

@@ -131,8 +131,8 @@ def bench_params(setup: BenchSetup, algorithm: str, out_dir: str | Path, overrid
 
 def make_trainer(params, prompts: Sequence[str]):
     """A `TreeGRPOTrainer` on `prompts` with the one reward of `params.reward.weights`, set up."""
+    from treegrpo.recipes.trainer import TreeGRPOTrainer
     from treegrpo.rewards.registry import build_rewards
-    from treegrpo.trainer import TreeGRPOTrainer
 
     trainer = TreeGRPOTrainer(params, list(prompts), build_rewards(params.reward))
     trainer.setup()

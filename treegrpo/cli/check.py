@@ -69,7 +69,7 @@ def check_base_model(params) -> None:
 
 def check_reward_files(params) -> None:
     """The weight files of the rewards in use (real weights only; stand-ins are built when first needed)."""
-    from treegrpo.fetch import reward_names
+    from treegrpo.recipes.fetch import reward_names
     from treegrpo.rewards.base import HF_PREFIX
 
     if params.reward.stand_in_dir is not None:

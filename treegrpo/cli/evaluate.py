@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
-    from treegrpo.evaluation import evaluate, read_prompts
+    from treegrpo.recipes.evaluation import evaluate, read_prompts
 
     quiet_loading_bars()
     params = load_params(args.params)

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
-    from treegrpo.fetch import fetch
+    from treegrpo.recipes.fetch import fetch
 
     params = load_params(args.params)
     for item in fetch(params, base_model=not args.skip_base_model, rewards=not args.skip_rewards):

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
-    from treegrpo.registry import promote
+    from treegrpo.recipes.registry import promote
     from treegrpo.training.tracking import get_client
 
     params = load_params(args.params)

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
     """metrics.json of the evaluation, history.json of training, and the evaluated prompts (in order)."""
-    from treegrpo.evaluation import read_scores, scored_prompts
+    from treegrpo.recipes.evaluation import read_scores, scored_prompts
     from treegrpo.utils.errors import UserError
 
     eval_dir, train_dir = Path(params.eval.output_dir), Path(params.train.output_dir)
@@ -43,7 +43,7 @@ def read_outputs(params) -> tuple[dict, list[dict], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
-    from treegrpo.registry import register_lora
+    from treegrpo.recipes.registry import register_lora
     from treegrpo.training import tracking
     from treegrpo.training.curves import plot_history
 

@@ -56,8 +56,8 @@ def logs_above_the_bar():
 
 def run(args: argparse.Namespace) -> int:
     from treegrpo.config import load_params
+    from treegrpo.recipes.trainer import TreeGRPOTrainer
     from treegrpo.rewards.registry import build_rewards
-    from treegrpo.trainer import TreeGRPOTrainer
     from treegrpo.training.tracking import training_run
 
     quiet_loading_bars()

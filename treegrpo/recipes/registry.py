@@ -1,7 +1,7 @@
 """The MLflow model registry: the trained LoRA as a registered pyfunc model, aliases `candidate` and `champion`.
 
-- `register_lora` logs the LoRA folder as a pyfunc model (`treegrpo.serving.LoraText2Image`: prompts in, images out)
-  in the training run and registers it under `tracking.model_name`, tagged with the run, the evaluation means, the
+- `register_lora` logs the LoRA folder as a pyfunc model (`serving.LoraText2Image`: prompts in, images out) in the
+  training run and registers it under `tracking.model_name`, tagged with the run, the evaluation means, the
   eval-set key and the params hash; alias `candidate` moves to it. The LoRA's content hash is a version tag, so
   registering the same weights again finds that version instead of making a second one. Its description
   (`version_description`) says at a glance what it is: the algorithm and its shape, the base model, the reward, the
@@ -28,10 +28,6 @@ from typing import Any
 import mlflow.pyfunc
 
 from treegrpo.config import Params, to_dict
-
-# versions registered before the pyfunc moved to treegrpo.serving run `from treegrpo.registry import LoraText2Image`
-# in their logged model code: keep that name importable here so they still load
-from treegrpo.serving import LoraText2Image  # noqa: F401
 from treegrpo.training.run_identity import folder_digest
 from treegrpo.utils.errors import UserError
 
@@ -41,7 +37,7 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 BASE_TAG = "eval_base"  # version tags eval_base.REWARD: the base model's evaluation mean
 LORA_FILE = "pytorch_lora_weights.safetensors"
 # the pyfunc's code, written next to the model ("models from code": nothing pickled)
-MODEL_CODE = ("import mlflow\n\nfrom treegrpo.serving import LoraText2Image\n\n"
+MODEL_CODE = ("import mlflow\n\nfrom treegrpo.recipes.serving import LoraText2Image\n\n"
               "mlflow.models.set_model(LoraText2Image())\n")
 
 

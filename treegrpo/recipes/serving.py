@@ -1,7 +1,7 @@
 """The registered model's pyfunc: prompts in, images out, from the base pipeline with a version's LoRA.
 
-`treegrpo.registry` logs it ("models from code": `registry.MODEL_CODE` imports it from here, nothing pickled); load a
-version with `mlflow.pyfunc.load_model("models:/NAME@champion")`.
+`treegrpo.recipes.registry` logs it ("models from code": `registry.MODEL_CODE` imports it from here, nothing
+pickled); load a version with `mlflow.pyfunc.load_model("models:/NAME@champion")`.
 """
 
 from __future__ import annotations

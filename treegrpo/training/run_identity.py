@@ -31,9 +31,9 @@ TRAINING_SECTIONS = ("model", "lora", "sampler", "reward", "train", "baselines")
 # the train keys that change no iteration's result: where the run ends, how often it saves or draws grids, where
 RESUMABLE_KEYS = frozenset({"iterations", "checkpoint_every", "keep_checkpoints", "sample_every", "output_dir"})
 # the modules that decide what training computes (besides the rewards' own modules, see `training_code`)
-TRAINING_CODE = ("treegrpo.trainer", "treegrpo.training.algorithms", "treegrpo.core.advantages", "treegrpo.core.loss",
-                 "treegrpo.core.sde", "treegrpo.core.tree", "treegrpo.core.window", "treegrpo.models.pipeline",
-                 "treegrpo.models.sd3", "treegrpo.models.policy", "treegrpo.models.lora")
+TRAINING_CODE = ("treegrpo.recipes.trainer", "treegrpo.training.algorithms", "treegrpo.core.advantages",
+                 "treegrpo.core.loss", "treegrpo.core.sde", "treegrpo.core.tree", "treegrpo.core.window",
+                 "treegrpo.models.pipeline", "treegrpo.models.sd3", "treegrpo.models.policy", "treegrpo.models.lora")
 
 
 def training_code(rewards: Mapping[str, Any] | Iterable[Any] = ()) -> tuple[str, ...]:
