@@ -12,6 +12,7 @@ from treegrpo.config import LoraParams
 from treegrpo.utils.errors import UserError
 
 ADAPTER = "default"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the diffusers LoRA format's file in a LoRA folder
 
 
 def add_lora(transformer: torch.nn.Module, params: LoraParams) -> list[str]:
@@ -55,7 +56,7 @@ def set_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Ten
 
 
 def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
-    """Write the adapter in the diffusers LoRA format (`pytorch_lora_weights.safetensors`) to folder `path`.
+    """Write the adapter in the diffusers LoRA format (`LORA_FILE`) to folder `path`.
 
     The adapter's peft config (rank, alpha, targets) goes into the file's `lora_adapter_metadata`, as diffusers'
     training scripts save it: without it `load_lora_weights` infers the rank from the weights and takes alpha = rank,
@@ -67,7 +68,7 @@ def save_lora(transformer: torch.nn.Module, path: str | Path) -> Path:
     StableDiffusion3Pipeline.save_lora_weights(path, transformer_lora_layers=lora_state_dict(transformer),
                                                transformer_lora_adapter_metadata=lora_config(transformer),
                                                safe_serialization=True)
-    sort_safetensors_metadata(path / "pytorch_lora_weights.safetensors")
+    sort_safetensors_metadata(path / LORA_FILE)
     return path
 
 
@@ -108,10 +109,10 @@ def lora_config(transformer: torch.nn.Module) -> dict:
 def load_lora(pipe, path: str | Path) -> None:
     """Load a LoRA folder written by `save_lora` (or any diffusers SD3 LoRA) into `pipe`."""
     path = Path(path)
-    if not (path / "pytorch_lora_weights.safetensors").is_file():
-        raise UserError(f"{path}: no pytorch_lora_weights.safetensors here; train one with `treegrpo train` "
+    if not (path / LORA_FILE).is_file():
+        raise UserError(f"{path}: no {LORA_FILE} here; train one with `treegrpo train` "
                         "or point at a folder written by it")
-    with safe_open(str(path / "pytorch_lora_weights.safetensors"), "pt") as f:
+    with safe_open(str(path / LORA_FILE), "pt") as f:
         text_keys = any(k.startswith(("text_encoder.", "text_encoder_2.")) for k in f.keys())
     loader_log = logging.getLogger("diffusers.loaders.lora_base")
     if not text_keys:  # a transformer-only LoRA (ours): diffusers' 'No LoRA keys associated to CLIP...' says nothing

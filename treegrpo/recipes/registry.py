@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 BASE_TAG = "eval_base"  # version tags eval_base.REWARD: the base model's evaluation mean
-LORA_FILE = "pytorch_lora_weights.safetensors"
 # the pyfunc's code, written next to the model ("models from code": nothing pickled)
 MODEL_CODE = ("import mlflow\n\nfrom treegrpo.recipes.serving import LoraText2Image\n\n"
               "mlflow.models.set_model(LoraText2Image())\n")
@@ -59,6 +58,8 @@ class Decision:
 
 def lora_digest(lora_dir: str | Path) -> str:
     """sha256 over the LoRA folder's files (names and bytes), the identity of a version."""
+    from treegrpo.models.lora import LORA_FILE  # here: that module imports torch, which the registry does not need
+
     lora_dir = Path(lora_dir)
     if not (lora_dir / LORA_FILE).is_file():
         raise UserError(f"{lora_dir}: no {LORA_FILE}; train first (`dvc repro train`)")
