@@ -10,6 +10,7 @@ from treegrpo.config.base import check
 # the recipes `train.algorithm` names: TreeGRPO and its three baselines (README "Baselines"); the one list
 ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
 
+
 @dataclass(frozen=True)
 class TrainParams:
     algorithm: Literal[ALGORITHMS]  # one of ALGORITHMS
