@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from treegrpo.config import ParamsError
@@ -24,13 +25,10 @@ def quiet_loading_bars() -> None:
     """One progress display on the terminal, the command's own: not diffusers' and transformers' bars for loading
     and writing weights, nor MLflow's for moving artifacts (called by the commands that load or save models; `fetch`
     keeps the hub's download bars, which show real downloads)."""
-    import os
-
-    from diffusers.utils import logging as diffusers_logging
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow reads it at each transfer
+    from diffusers.utils import logging as diffusers_logging  # here: diffusers and transformers take seconds to import
     from transformers.utils import logging as transformers_logging
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow reads it at each transfer
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
 
