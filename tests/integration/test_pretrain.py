@@ -15,7 +15,7 @@ from treegrpo.world.split import world_prompts
 pytestmark = pytest.mark.integration
 
 SHORT = PretrainParams(
-    seed=0, output="unused", images_per_prompt=1, vae_steps=3, vae_batch_size=4, vae_crop=32,
+    seed=0, output="unused", report="unused.json", images_per_prompt=1, vae_steps=3, vae_batch_size=4, vae_crop=32,
     vae_learning_rate=3e-3, vae_kl_weight=1e-6, steps=3, batch_size=4, learning_rate=2e-3, weight_decay=0.01,
     caption_dropout=0.1, logit_mean=0.0, logit_std=1.0, ema_decay=0.0, scheduler_shift=1.0,
 )
@@ -44,16 +44,18 @@ def _weights(pipe) -> dict[str, torch.Tensor]:
 
 
 def test_world_transformer_has_a_token_per_8x8_pixels(world_dir):
-    """A 64 px image has 16x16 latents (the world's VAE downsamples 4x); patch size 2 makes 64 tokens of 8x8 px."""
+    """A 64 px image has 16x16 latents of 4 channels (the world's VAE downsamples 4x; SD3.5's 16 channels drew
+    specks, tiny.py); patch size 2 makes 64 tokens of 8x8 px, and the transformer reads and writes 4 channels."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
 
     from treegrpo.models.tiny import SPECS
 
     vae = AutoencoderKL.from_pretrained(world_dir / "vae")
-    latents = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean  # (1, 16, h, w)
-    assert latents.shape == (1, 16, 16, 16)
+    latents = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean  # (1, C, h, w)
+    assert latents.shape == (1, 4, 16, 16)
     transformer = SD3Transformer2DModel.from_pretrained(world_dir / "transformer")
-    tokens = transformer.pos_embed(torch.zeros(1, 16, 16, 16))  # (1, tokens, inner)
+    assert transformer.config.in_channels == transformer.config.out_channels == 4
+    tokens = transformer.pos_embed(latents)  # (1, tokens, inner)
     assert tokens.shape == (1, 64, SPECS["world"].heads * SPECS["world"].head_dim)
 
 
@@ -142,14 +144,15 @@ def test_cli_saves_a_folder_that_from_pretrained_and_the_loader_read(world_dir, 
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["tiny_model"].update(size="world", path=str(world_dir))
-    raw["pretrain"] = {**dataclasses.asdict(SHORT), "output": str(tmp_path / "pretrained")}
+    raw["pretrain"] = {**dataclasses.asdict(SHORT), "output": str(tmp_path / "pretrained"),
+                       "report": str(tmp_path / "report" / "pretrain.json")}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     assert main(["pretrain", "--params", str(params_file)]) == 0
     err = capsys.readouterr().err  # a bar per phase, run to its end (they are updated every 50 steps)
     assert "pretrain VAE: 100%" in err and "pretrain transformer: 100%" in err and "3/3" in err
     out = tmp_path / "pretrained"
-    summary = json.loads((out / "pretrain.json").read_text())
+    summary = json.loads((tmp_path / "report" / "pretrain.json").read_text())
     assert summary["prompts"] == len(world_prompts("train")) and summary["images"] == summary["prompts"]
     pipe = StableDiffusion3Pipeline.from_pretrained(out, dtype=torch.float32)
     assert pipe.vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
@@ -158,6 +161,28 @@ def test_cli_saves_a_folder_that_from_pretrained_and_the_loader_read(world_dir, 
     image = loaded("a red circle", num_inference_steps=2, guidance_scale=4.5, height=64, width=64,
                    max_sequence_length=32, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+
+
+def test_cli_twice_gives_the_same_model_folder_bytes(world_dir, tmp_path):
+    """The model folder holds only what the seed reproduces (its DVC hash, and so the stages after it, stay when
+    pretraining re-runs); the run's times go to pretrain.report. Before, pretrain.json with wall times sat inside."""
+    from treegrpo.cli import main
+    from treegrpo.training.run_identity import folder_digest
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["tiny_model"].update(size="world", path=str(world_dir))
+    digests, reports = [], []
+    for run in ("a", "b"):
+        raw["pretrain"] = {**dataclasses.asdict(SHORT), "output": str(tmp_path / run / "model"),
+                           "report": str(tmp_path / run / "pretrain.json")}
+        params_file = tmp_path / f"{run}.yaml"
+        params_file.write_text(yaml.safe_dump(raw))
+        assert main(["pretrain", "--params", str(params_file)]) == 0
+        digests.append(folder_digest(tmp_path / run / "model"))
+        reports.append(json.loads((tmp_path / run / "pretrain.json").read_text()))
+    assert digests[0] == digests[1]
+    assert reports[0]["loss_last"] == reports[1]["loss_last"] and "wall_s" in reports[0]
+    assert all("wall_s" not in f.read_text() for f in (tmp_path / "a" / "model").rglob("*.json"))
 
 
 def test_cli_bad_pretrain_value_exits_2_naming_the_key(world_dir, tmp_path, capsys):

@@ -6,7 +6,8 @@ from treegrpo.config import ParamsError, build
 from treegrpo.config.pretrain import PretrainParams
 
 GOOD = {
-    "seed": 0, "output": "models/world-sd3", "images_per_prompt": 8, "vae_steps": 500, "vae_batch_size": 16,
+    "seed": 0, "output": "models/world-sd3", "report": "outputs/pretrain/pretrain.json", "images_per_prompt": 8,
+    "vae_steps": 500, "vae_batch_size": 16,
     "vae_crop": 32, "vae_learning_rate": 3e-3, "vae_kl_weight": 1e-6, "steps": 1000, "batch_size": 32,
     "learning_rate": 2e-3, "weight_decay": 0.01, "caption_dropout": 0.1, "logit_mean": 0.0, "logit_std": 1.0,
     "ema_decay": 0.99, "scheduler_shift": 1.0,
@@ -20,6 +21,8 @@ def test_good_section_builds_with_floats_widened():
 
 @pytest.mark.parametrize("key, value, fix", [
     ("output", " ", "folder path"),
+    ("report", "models/world-sd3/pretrain.json", "outside pretrain.output"),
+    ("report", "outputs/pretrain/report.txt", ".json file"),
     ("images_per_prompt", 0, ">= 1"),
     ("vae_steps", -1, ">= 0"),
     ("steps", -5, ">= 0"),

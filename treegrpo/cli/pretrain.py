@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
         description="Start from the pipeline `treegrpo build-tiny-model` wrote (tiny_model.path), render the world's "
         "train prompts at model.resolution, train the VAE as an autoencoder and the transformer with SD3's "
         "flow-matching loss, and save the pipeline in diffusers format where pretrain.output says, with "
-        "pretrain.json (losses, latent statistics, CPU and wall time) beside it.",
+        "its summary (losses, latent statistics, CPU and wall time) where pretrain.report says.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--out", help="override pretrain.output")
@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         "scaling_factor": result.scaling_factor, "shift_factor": result.shift_factor,
         "cpu_s": result.cpu_s, "wall_s": result.wall_s, "threads": torch.get_num_threads(),
     }
-    (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report = Path(params.pretrain.report)  # not in the model folder: its times differ on every run
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(summary, indent=2) + "\n")
     cpu, wall = sum(result.cpu_s.values()), sum(result.wall_s.values())
     print(f"pretrained on {result.images} images of {result.prompts} train prompts in {wall:.0f} s "
           f"({cpu:.0f} s CPU): VAE loss {summary['vae_loss_first']:.4f} -> {summary['vae_loss_last']:.4f}, "

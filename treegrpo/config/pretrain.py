@@ -8,6 +8,7 @@ the starting pipeline is the one `tiny_model.path` holds, the result goes to `ou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from treegrpo.config.base import check
 
@@ -16,6 +17,8 @@ from treegrpo.config.base import check
 class PretrainParams:
     seed: int
     output: str
+    report: str  # pretraining's summary (losses, latent statistics, times): outside `output`, so the model
+    #   folder holds only what a re-run with the same seed reproduces byte for byte (its DVC hash stays)
     images_per_prompt: int  # renders of each train prompt (seeded variation), encoded once into the latent cache
     vae_steps: int
     vae_batch_size: int
@@ -35,6 +38,9 @@ class PretrainParams:
     def __post_init__(self) -> None:
         check(bool(self.output.strip()), "pretrain.output", self.output,
               "must be a folder path, e.g. models/world-sd3")
+        inside = PurePath(self.report).is_relative_to(PurePath(self.output))
+        check(self.report.endswith(".json") and not inside, "pretrain.report", self.report,
+              "must be a .json file path outside pretrain.output, e.g. outputs/pretrain/pretrain.json")
         check(self.images_per_prompt >= 1, "pretrain.images_per_prompt", self.images_per_prompt, "must be >= 1")
         for key in ("vae_steps", "steps"):
             value = getattr(self, key)
