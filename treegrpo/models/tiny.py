@@ -1,10 +1,10 @@
 """Tiny SD3.5-architecture pipelines with random weights, built fully offline.
 
 Same classes and wiring as stabilityai/stable-diffusion-3.5-medium, scaled down: an `SD3Transformer2DModel` with
-dual-attention layers and qk rms-norm, an `AutoencoderKL` with 16 latent channels (the world's: 4), two `CLIPTextModelWithProjection`
-and a `T5EncoderModel`, `FlowMatchEulerDiscreteScheduler(shift=3.0)`, and tokenizers built by
-`treegrpo.models.tokenizers`. `tiny` is for tests and the embedded default; `small` (~20M transformer parameters)
-for benchmarks where the transformer must dominate the cost.
+dual-attention layers and qk rms-norm, an `AutoencoderKL` with 16 latent channels (the world's: 4), two
+`CLIPTextModelWithProjection` and a `T5EncoderModel`, `FlowMatchEulerDiscreteScheduler(shift=3.0)`, and tokenizers
+built by `treegrpo.models.tokenizers`. `tiny` is for tests and the embedded default; `small`
+(~20M transformer parameters) for benchmarks where the transformer must dominate the cost.
 
 Width constraints of the SD3 pipeline: the two CLIP hidden states are concatenated and zero-padded to the T5 width,
 so `t5.d_model >= clip_1.hidden + clip_2.hidden` and `joint_attention_dim = t5.d_model`;
