@@ -46,7 +46,7 @@ def make_params(tiny_dir: Path, out_dir: Path, **overrides):
 
     The reward is JPEG compressibility unless overridden: these tests train the tiny random-weight model on prompts
     outside the world's grammar, which the shipped `composition` reward refuses. The learning rate is 1e-2, the one
-    chosen on that model (the shipped 3e-3 was chosen on the pretrained world)."""
+    chosen on that model (the shipped 1e-3 was chosen on the pretrained world)."""
     import yaml
 
     from treegrpo.config import parse_params
