@@ -49,9 +49,10 @@ SPECS = {
     # 64 tokens of 8x8 px each. With the 8x VAE (8x8 latents), 800 training steps left reconstructions the detector
     # read right for 20% of held-out renders; the 4x VAE, 100% (a 16x16x16 latent is a third of the pixels, not a
     # twelfth). One token per 16x16 px (8x VAE, patch 2) drew merged, colour-mixed blobs: about one object a token.
-    # Four latent channels, not SD3.5's 16: with 16 the transformer drew scattered specks smaller than any object
-    # of the world (held-out constraints met 0.25 after 800 x 32 steps; 2,400 x 64 steps on 4 channels: 0.34, with
-    # shapes, counts and layouts like the renders). A 16x16x16 latent of flat shapes is nearly pixel space
+    # Four latent channels, not SD3.5's 16: after 800 x 32 steps, 16 channels drew scattered specks smaller than any
+    # object of the world, 4 drew object-sized (merged) blobs; 4 channels after 2,400 x 64 steps drew shapes, counts
+    # and layouts like the renders (held-out constraints met 0.34 against 0.25). 16 channels at 2,400 x 64 was not
+    # measured
     "world": TinySpec(layers=4, dual_layers=1, heads=4, head_dim=16, clip_hidden=32, clip_layers=2, t5_layers=2,
                       vae_channels=(16, 16, 16), clip_max_length=16, patch_size=2, latent_channels=4),
 }
