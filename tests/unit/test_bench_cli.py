@@ -14,7 +14,7 @@ from treegrpo.cli.bench import output_dir
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("size", ["tiny", "small", "sd35m"])
+@pytest.mark.parametrize("size", ["tiny", "small", "sd35m", "world"])
 def test_default_out_is_outside_the_tracked_results_and_ignored_by_git(size):
     out = output_dir(make_parser().parse_args(["bench", "--size", size]))
     assert out == Path("outputs/bench") / size

@@ -3,7 +3,7 @@ sits: truncated-geometric alpha 0.3 / 0.5 / 0.7, and the shifting window).
 
 Each configuration trains TreeGRPO for the same number of iterations from the same seed and reports EffGrp (images
 per prompt), EffSteps (parents trained per prompt), the median iteration time, the mean training reward, the
-held-out reward at the end (as `learning.heldout_reward`) and the tree's signal figures per window start
+held-out reward at the end (as `learning.heldout_scores`) and the tree's signal figures per window start
 (`harness.tree_signal_by_start`).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer, release_memory, tree_signal_by_start
-from treegrpo.bench.learning import heldout_reward
+from treegrpo.bench.learning import heldout_scores
 
 _DEFAULT = {"sampler.branching": 3, "sampler.depth": 3, "sampler.trees_per_prompt": 1,
             "sampler.window.strategy": "random", "sampler.window.alpha": 0.5}
@@ -51,13 +51,13 @@ def run_ablation(setup: BenchSetup, label: str, overrides: dict[str, Any], train
     shutil.rmtree(out, ignore_errors=True)
     params = bench_params(setup, "treegrpo", out, {"train.seed": seed, **overrides})
     trainer = make_trainer(params, train_prompts)
-    start_reward = heldout_reward(trainer, eval_prompts, noises)
+    start = heldout_scores(trainer, eval_prompts, noises)
     records, times = [], []
     for it in range(iterations):
         start = time.perf_counter()
         records.append(trainer.iteration(it))
         times.append(time.perf_counter() - start)
-    final_reward = heldout_reward(trainer, eval_prompts, noises)
+    final = heldout_scores(trainer, eval_prompts, noises)
     result = {
         "label": label, "overrides": overrides, "iterations": iterations, "seed": seed,
         "eff_group": records[-1]["eff_group"], "eff_steps": records[-1]["eff_steps"],
@@ -65,8 +65,10 @@ def run_ablation(setup: BenchSetup, label: str, overrides: dict[str, Any], train
         "window_starts": [int(r["window_start"]) for r in records],
         "iteration_time_median": statistics.median(times),
         "train_reward_mean": statistics.fmean(r["reward_mean"] for r in records),
-        "heldout_start": start_reward, "heldout_final": final_reward, "signal": tree_signal_by_start(records),
+        "heldout_start": start["reward"], "heldout_final": final["reward"], "signal": tree_signal_by_start(records),
     }
+    if "accuracy" in final:  # the world: the strict accuracy too
+        result.update(heldout_accuracy_start=start["accuracy"], heldout_accuracy_final=final["accuracy"])
     del trainer
     release_memory()
     shutil.rmtree(out, ignore_errors=True)

@@ -36,12 +36,13 @@ from treegrpo.core.tree import tree_nfe
 from treegrpo.training.metrics import PeakMemory
 
 log = logging.getLogger(__name__)
-SIZES = ("tiny", "small", "sd35m")
+SIZES = ("tiny", "small", "sd35m", "world")
 PHASES = ("time_sampling", "time_decoding", "time_reward", "time_training")
 # what each model size changes in params.yaml (tiny and small run the embedded default's 64 px, float32)
 SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": {},
+    "world": {},  # the embedded default's own model: `treegrpo pretrain`'s output, trained on `composition`
     # SD3.5-Medium's setting in the paper: 512 px, bf16, T5 sequence 256
     "sd35m": {"model.resolution": 512, "model.dtype": "bfloat16", "model.max_sequence_length": 256,
               "train.mixed_precision": "bf16"},
@@ -54,8 +55,8 @@ class BenchSetup:
 
     Args:
         size: the model: tiny | small (random-weight SD3.5 architectures on the CPU) | sd35m (SD3.5-Medium's
-            architecture, random weights; needs a GPU).
-        model_dir: where that pipeline is (built there when missing).
+            architecture, random weights; needs a GPU) | world (the pretrained world model, `pretrain.output`).
+        model_dir: where that pipeline is (built there when missing; world: never built here).
         base_params: params.yaml as parsed YAML (a plain mapping); the benchmark overrides keys of it.
         device: auto | cpu | cuda[:N].
         reward: the reward trained and evaluated (a weight-free one needs no download).
@@ -90,6 +91,11 @@ def ensure_model(size: str, model_dir: str | Path, seed: int = 0, tokenizer_dir:
         return model_dir
     if size not in SIZES:
         raise ValueError(f"bench size={size!r}: must be one of {', '.join(SIZES)}")
+    if size == "world":  # pretrained, not built: minutes of `treegrpo pretrain`, which DVC caches
+        from treegrpo.utils.errors import UserError
+
+        raise UserError(f"--size world reads the pretrained world model, and {model_dir} has none: run "
+                        "`dvc repro pretrain` (or `make run`) first, or pass --model-dir")
     log.info("building the %s pipeline at %s", size, model_dir)
     if size == "sd35m":
         from treegrpo.bench.sd35m import save_sd35m_pipeline

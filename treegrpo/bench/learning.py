@@ -28,8 +28,8 @@ EVAL_SEED = 123  # the held-out noise: the same for every algorithm, seed and ev
 
 
 @torch.no_grad()
-def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int = EVAL_SEED) -> float:
-    """Mean reward of ODE samples of the trainer's current policy on `prompts`, `noises` fixed noises each.
+def heldout_scores(trainer, prompts: Sequence[str], noises: int = 2, seed: int = EVAL_SEED) -> dict[str, float]:
+    """Held-out figures of the trainer's current policy: ODE samples of `prompts`, `noises` fixed noises each.
 
     Args:
         trainer: a set-up `TreeGRPOTrainer`.
@@ -37,9 +37,11 @@ def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int =
         noises: V.
         seed: the noise seed.
     Returns:
-        the mean over the E * V images of the trainer's (weighted) reward.
+        {"reward": the mean over the E * V images of the trainer's (weighted) reward}, and, when it trains on
+        `composition` (the world), {"accuracy": the fraction of those images that meet every constraint}.
     """
     from treegrpo.core.tree import root_latents, sample_trees
+    from treegrpo.rewards.composition import CompositionAccuracy
 
     p, acc, policy = trainer.params, trainer.accelerator, trainer.policy
     embeds = policy.encode(list(prompts))
@@ -52,9 +54,18 @@ def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int =
         samples = sample_trees(velocity, roots, root_prompt, policy.sigmas, 0, 1, 1, 0.0, None,
                                p.sampler.max_batch)
     images = policy.decode(samples.leaf_latents)  # (E * V, 3, H, W)
-    scores = trainer.score(images, [prompts[i] for i in samples.leaf_prompt.tolist()])  # (R, E * V)
+    leaf_prompts = [prompts[i] for i in samples.leaf_prompt.tolist()]
+    scores = trainer.score(images, leaf_prompts)  # (R, E * V)
     model.train(was_training)
-    return float(trainer.weighted_reward(scores).mean())
+    figures = {"reward": float(trainer.weighted_reward(scores).mean())}
+    if "composition" in trainer.reward_names:
+        figures["accuracy"] = float(CompositionAccuracy()(images, leaf_prompts).mean())
+    return figures
+
+
+def heldout_reward(trainer, prompts: Sequence[str], noises: int = 2, seed: int = EVAL_SEED) -> float:
+    """`heldout_scores`' reward alone."""
+    return heldout_scores(trainer, prompts, noises, seed)["reward"]
 
 
 def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts: Sequence[str],
@@ -75,7 +86,7 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
     params = bench_params(setup, algorithm, out, {"train.seed": seed, **(overrides or {})})
     trainer = make_trainer(params, train_prompts)
     device = trainer.accelerator.device
-    points = [{"time": 0.0, "images": 0.0, "iteration": 0, "reward": heldout_reward(trainer, eval_prompts, noises)}]
+    points = [{"time": 0.0, "images": 0.0, "iteration": 0, **heldout_scores(trainer, eval_prompts, noises)}]
     elapsed, images, iteration_times, train_reward, signal = 0.0, 0.0, [], [], []
     marks = [budget_s * (i + 1) / eval_points for i in range(eval_points)]
     it = 0
@@ -96,12 +107,12 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
             while marks and elapsed >= marks[0]:
                 marks.pop(0)
             points.append({"time": elapsed, "images": images, "iteration": it,
-                           "reward": heldout_reward(trainer, eval_prompts, noises)})
+                           **heldout_scores(trainer, eval_prompts, noises)})
             log.info("%s seed %d: %.1f s, %d iterations, held-out reward %.4f", algorithm, seed, elapsed, it,
                      points[-1]["reward"])
     if points[-1]["iteration"] != it:
         points.append({"time": elapsed, "images": images, "iteration": it,
-                       "reward": heldout_reward(trainer, eval_prompts, noises)})
+                       **heldout_scores(trainer, eval_prompts, noises)})
     del trainer
     release_memory()
     shutil.rmtree(out, ignore_errors=True)
@@ -109,24 +120,27 @@ def train_for_budget(setup: BenchSetup, algorithm: str, seed: int, train_prompts
             "train_reward": train_reward, "iterations": it, "signal": tree_signal_by_start(signal)}
 
 
-def step_value(points: list[dict[str, float]], x: float, axis: str = "time") -> float:
-    """The held-out reward known at `x` on `axis` (time or images): the last evaluation at or before `x`."""
-    value = points[0]["reward"]
+def step_value(points: list[dict[str, float]], x: float, axis: str = "time", figure: str = "reward") -> float:
+    """The held-out `figure` known at `x` on `axis` (time or images): the last evaluation at or before `x`."""
+    value = points[0][figure]
     for point in points:
         if point[axis] <= x:
-            value = point["reward"]
+            value = point[figure]
     return value
 
 
-def mean_curve(runs: list[dict[str, Any]], grid: list[float], axis: str = "time") -> list[float]:
-    """The seeds' mean held-out reward on `grid` (step-hold between evaluations)."""
-    return [statistics.fmean(step_value(r["points"], x, axis) for r in runs) for x in grid]
+def mean_curve(runs: list[dict[str, Any]], grid: list[float], axis: str = "time",
+               figure: str = "reward") -> list[float]:
+    """The seeds' mean held-out `figure` on `grid` (step-hold between evaluations)."""
+    return [statistics.fmean(step_value(r["points"], x, axis, figure) for r in runs) for x in grid]
 
 
-def time_to_reach(runs: list[dict[str, Any]], target: float, horizon: float, steps: int = 400) -> float | None:
-    """The first time at which the seeds' mean held-out reward reaches `target`; None if it never does."""
+def time_to_reach(runs: list[dict[str, Any]], target: float, horizon: float, steps: int = 400,
+                  axis: str = "time") -> float | None:
+    """The first time (or images: `axis`) at which the seeds' mean held-out reward reaches `target`; None if it
+    never does."""
     grid = [horizon * i / steps for i in range(steps + 1)]
-    for x, value in zip(grid, mean_curve(runs, grid), strict=True):
+    for x, value in zip(grid, mean_curve(runs, grid, axis), strict=True):
         if value >= target:
             return x
     return None
@@ -139,6 +153,10 @@ def summarise(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, A
     for run in runs:
         by_algo.setdefault(run["algorithm"], []).append(run)
     horizon = max(r["points"][-1]["time"] for r in runs)
+    image_horizon = max(r["points"][-1]["images"] for r in runs)
+    # equal images sampled (the paper's "same training samples"): every algorithm read where the one that sampled
+    # the fewest images in the budget stopped
+    common_images = min(statistics.fmean(r["points"][-1]["images"] for r in group) for group in by_algo.values())
     summary: dict[str, Any] = {}
     for algo, group in by_algo.items():
         finals = [r["points"][-1]["reward"] for r in group]
@@ -151,11 +169,19 @@ def summarise(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, A
             "iterations_mean": statistics.fmean(r["iterations"] for r in group),
             "images_mean": statistics.fmean(r["points"][-1]["images"] for r in group),
             "train_time_mean": statistics.fmean(r["points"][-1]["time"] for r in group),
+            "common_images": common_images,
+            "reward_at_common_images": mean_curve(group, [common_images], "images")[0],
         }
+        if all("accuracy" in r["points"][0] for r in group):
+            summary[algo].update(
+                start_accuracy=statistics.fmean(r["points"][0]["accuracy"] for r in group),
+                final_accuracy=statistics.fmean(r["points"][-1]["accuracy"] for r in group),
+                accuracy_at_common_images=mean_curve(group, [common_images], "images", "accuracy")[0])
     if baseline in summary:
         target = summary[baseline]["final_reward"]
         for algo, group in by_algo.items():
             reach = time_to_reach(group, target, horizon)
             summary[algo]["time_to_baseline_final"] = reach
+            summary[algo]["images_to_baseline_final"] = time_to_reach(group, target, image_horizon, axis="images")
             summary[algo]["baseline_final_reward"] = target
     return summary

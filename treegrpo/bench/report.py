@@ -216,6 +216,22 @@ def learning_section(part: dict[str, Any]) -> list[str]:
             f"{_f(r['start_reward'], 3)} | {_f(r['final_reward'], 3)} ({_f(r['final_reward_min'], 3)} – "
             f"{_f(r['final_reward_max'], 3)}) | {_f(reach, 1) + ' s' if reach is not None else 'not reached'} | "
             f"{_f(frac)} |")
+    first = next(iter(summary.values()), {})
+    if "common_images" in first:
+        accuracy = "start_accuracy" in first
+        lines += ["", f"At equal images sampled ({first['common_images']:.0f}, where the algorithm that sampled the "
+                  "fewest in the budget stopped; the paper's \"same training samples\"):", "",
+                  "| algorithm | held-out reward at equal images | images to GRPO's final |"
+                  + (" held-out accuracy: start | final | at equal images |" if accuracy else ""),
+                  "|---|---|---|" + ("---|---|---|" if accuracy else "")]
+        for algo, r in summary.items():
+            reach = r.get("images_to_baseline_final")
+            row = (f"| {algo} | {_f(r['reward_at_common_images'], 3)} | "
+                   f"{_f(reach, 0) if reach is not None else 'not reached'} |")
+            if accuracy:
+                row += (f" {_f(r.get('start_accuracy'), 3)} | {_f(r.get('final_accuracy'), 3)} | "
+                        f"{_f(r.get('accuracy_at_common_images'), 3)} |")
+            lines.append(row)
     grpo = summary.get("grpo")
     if grpo and grpo["final_reward"] <= grpo["start_reward"]:
         lines += ["", f"GRPO ended at or below where it started ({grpo['final_reward']:.3f} vs "
@@ -230,15 +246,18 @@ def ablation_section(part: dict[str, Any]) -> list[str]:
              f"`{part['reward']}`; held-out reward as in the learning benchmark.", ""]
     titles = {"shape": "Tree shape (the paper's Table 3)", "window": "Window placement (the paper's Table 4)"}
     for table, rows in part["tables"].items():
+        accuracy = all("heldout_accuracy_final" in r for r in rows)
         lines += [f"### {titles.get(table, table)}", "",
                   "| configuration | EffGrp | EffSteps | NFE/prompt | iteration s | train reward | "
-                  "held-out start → final |",
-                  "|---|---|---|---|---|---|---|"]
+                  "held-out start → final |" + (" held-out accuracy start → final |" if accuracy else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if accuracy else "")]
         for r in rows:
             lines.append(f"| {r['label']} | {r['eff_group']:.0f} | {r['eff_steps']:.0f} | "
                          f"{r['nfe_per_prompt_mean']:.0f} | {_f(r['iteration_time_median'])} | "
                          f"{_f(r['train_reward_mean'], 3)} | {_f(r['heldout_start'], 3)} → "
-                         f"{_f(r['heldout_final'], 3)} |")
+                         f"{_f(r['heldout_final'], 3)} |"
+                         + (f" {_f(r['heldout_accuracy_start'], 3)} → {_f(r['heldout_accuracy_final'], 3)} |"
+                            if accuracy else ""))
         lines.append("")
     return lines
 
@@ -327,6 +346,8 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
                     if key in m})
     for a, r in results.get("learning", {}).get("summary", {}).items():
         out[f"learning.{a}.final_reward"] = r["final_reward"]
+        if "final_accuracy" in r:
+            out[f"learning.{a}.final_accuracy"] = r["final_accuracy"]
         if r.get("time_to_baseline_final") is not None:
             out[f"learning.{a}.time_to_grpo_final"] = r["time_to_baseline_final"]
     for row in targets(results):

@@ -51,9 +51,9 @@ def _part(setup: BenchSetup, **fields: Any) -> dict[str, Any]:
             "transformer_params": transformer_params(setup.model_dir), "reward": setup.reward, **fields}
 
 
-def load_prompt_sets(base_params: dict[str, Any], eval_count: int = 8) -> tuple[list[str], list[str]]:
+def load_prompt_sets(base_params: dict[str, Any], eval_count: int | None = 8) -> tuple[list[str], list[str]]:
     """(train, held-out) prompts: the validated sets when `treegrpo validate` has run, else the bundled sample split
-    by position (every fourth prompt held out). At most `eval_count` held-out prompts."""
+    by position (every fourth prompt held out). At most `eval_count` held-out prompts (None: all)."""
     from treegrpo.data import load_prompts
 
     validated = Path(base_params["data"]["validated_dir"])
@@ -63,7 +63,7 @@ def load_prompt_sets(base_params: dict[str, Any], eval_count: int = 8) -> tuple[
         sample = Path(base_params["data"]["path"])
         rows = [json.loads(line)["prompt"] for line in sample.read_text().splitlines() if line.strip()]
         train, held = [p for i, p in enumerate(rows) if i % 4], rows[::4]
-    return train, held[:eval_count]
+    return train, held if eval_count is None else held[:eval_count]
 
 
 def run_cost(setup: BenchSetup, algorithms: Sequence[str], prompts: Sequence[str], iterations: int, warmup: int,

@@ -30,9 +30,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--parts", type=_csv(str), default=list(PARTS), help="comma-separated subset of "
                    f"{','.join(PARTS)} (default: all)")
-    p.add_argument("--size", choices=["tiny", "small", "sd35m"], default="tiny",
+    p.add_argument("--size", choices=["tiny", "small", "sd35m", "world"], default="tiny",
                    help="tiny (quick), small (~22M transformer, CPU), sd35m (SD3.5-Medium architecture, random "
-                   "weights, 512 px bf16: needs a GPU) (default: tiny)")
+                   "weights, 512 px bf16: needs a GPU), world (the pretrained world model of `treegrpo pretrain`, "
+                   "on the composition reward and the world's held-out prompts: where learning is real) "
+                   "(default: tiny)")
     p.add_argument("--algorithms", type=_csv(str), default=["treegrpo", "grpo", "mixgrpo", "ddpo"],
                    help="comma-separated (default: treegrpo,grpo,mixgrpo,ddpo)")
     p.add_argument("--iterations", type=int, default=3, help="cost: measured iterations per algorithm (default 3)")
@@ -44,8 +46,10 @@ def add_parser(sub) -> None:
     p.add_argument("--ablation-iterations", type=int, default=6,
                    help="ablations: iterations per configuration (default 6)")
     p.add_argument("--prompts-per-iteration", type=int, help="B (default: params.yaml's train.prompts_per_iteration)")
-    p.add_argument("--reward", default="jpeg_compressibility", help="the reward trained and evaluated "
-                   "(default jpeg_compressibility: weight-free, learns on the tiny model)")
+    p.add_argument("--reward", help="the reward trained and evaluated (default: composition for --size world, "
+                   "else jpeg_compressibility: weight-free, learns on the random-weight models)")
+    p.add_argument("--eval-prompts", type=int, help="learning, ablations: held-out prompts scored (default: every "
+                   "one for --size world, else 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--out", help=f"results folder (default {DEFAULT_OUT}/<size>, untracked; the tracked results "
                    "under benchmarks/results/ are written only when named here)")
@@ -96,6 +100,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--algorithms {','.join(bad)}: unknown; choose from {','.join(ALGORITHMS)}")
     if args.iterations < 1 or args.warmup < 0 or args.budget <= 0 or args.ablation_iterations < 1:
         raise UserError("--iterations and --ablation-iterations must be >= 1, --warmup >= 0, --budget > 0")
+    if args.eval_prompts is not None and args.eval_prompts < 1:
+        raise UserError(f"--eval-prompts {args.eval_prompts}: must be >= 1 (omit it for the default)")
     if args.size == "sd35m" and args.device == "cpu":
         raise UserError("--size sd35m runs SD3.5-Medium's 2.2B-parameter transformer at 512 px: it needs a GPU "
                         "(--device cuda); use --size small on the CPU")
@@ -112,15 +118,18 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     load_params(args.params)  # fails early, with the key named, on a bad params file
     base = yaml.safe_load(Path(args.params).read_text())
-    model_dir = Path(args.model_dir or f"models/bench-{args.size}")
+    world = args.size == "world"
+    model_dir = Path(args.model_dir or (base["pretrain"]["output"] if world else f"models/bench-{args.size}"))
+    reward = args.reward or ("composition" if world else "jpeg_compressibility")
     tiny = Path(base["tiny_model"]["path"])
     ensure_model(args.size, model_dir, tokenizer_dir=tiny if (tiny / "tokenizer").is_dir() else None)
-    setup = BenchSetup(args.size, model_dir, base, args.device, args.reward, args.prompts_per_iteration,
+    setup = BenchSetup(args.size, model_dir, base, args.device, reward, args.prompts_per_iteration,
                        _overrides(args.set), args.threads)
     setup.apply_threads()
     out = output_dir(args)
     work = Path("outputs/bench/work")
-    train_prompts, eval_prompts = suite.load_prompt_sets(base)
+    eval_count = args.eval_prompts if args.eval_prompts is not None else (None if world else 8)
+    train_prompts, eval_prompts = suite.load_prompt_sets(base, eval_count)
     parts = {}
     if "cost" in args.parts:
         parts["cost"] = suite.run_cost(setup, args.algorithms, train_prompts, args.iterations, args.warmup,
