@@ -57,3 +57,17 @@ def test_world_size_without_a_pretrained_model_names_the_stage_to_run(tmp_path, 
     assert main(["bench", "--size", "world", "--parts", "learning", "--model-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "dvc repro pretrain" in err and str(tmp_path / "none") in err
+
+
+def test_ablation_table_gains_an_accuracy_column_when_every_row_has_one():
+    from treegrpo.bench.report import ablation_section
+
+    row = {"label": "k=3 d=3", "eff_group": 27, "eff_steps": 13, "nfe_per_prompt_mean": 163,
+           "iteration_time_median": 3.5, "train_reward_mean": 0.37, "heldout_start": 0.349, "heldout_final": 0.343,
+           "heldout_accuracy_start": 0.022, "heldout_accuracy_final": 0.027}
+    part = {"device": {"device": "cpu", "cpu": "test"}, "command": "c", "size": "world", "iterations": 6, "seed": 0,
+            "reward": "composition"}
+    text = "\n".join(ablation_section({**part, "tables": {"shape": [row]}}))
+    assert "| k=3 d=3 | 27 | 13 | 163 | 3.50 | 0.370 | 0.349 → 0.343 | 0.022 → 0.027 |" in text
+    bare = {k: v for k, v in row.items() if not k.startswith("heldout_accuracy")}
+    assert "accuracy" not in "\n".join(ablation_section({**part, "tables": {"shape": [bare]}}))

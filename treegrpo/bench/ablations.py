@@ -51,13 +51,13 @@ def run_ablation(setup: BenchSetup, label: str, overrides: dict[str, Any], train
     shutil.rmtree(out, ignore_errors=True)
     params = bench_params(setup, "treegrpo", out, {"train.seed": seed, **overrides})
     trainer = make_trainer(params, train_prompts)
-    start = heldout_scores(trainer, eval_prompts, noises)
+    before = heldout_scores(trainer, eval_prompts, noises)
     records, times = [], []
     for it in range(iterations):
         start = time.perf_counter()
         records.append(trainer.iteration(it))
         times.append(time.perf_counter() - start)
-    final = heldout_scores(trainer, eval_prompts, noises)
+    after = heldout_scores(trainer, eval_prompts, noises)
     result = {
         "label": label, "overrides": overrides, "iterations": iterations, "seed": seed,
         "eff_group": records[-1]["eff_group"], "eff_steps": records[-1]["eff_steps"],
@@ -65,10 +65,10 @@ def run_ablation(setup: BenchSetup, label: str, overrides: dict[str, Any], train
         "window_starts": [int(r["window_start"]) for r in records],
         "iteration_time_median": statistics.median(times),
         "train_reward_mean": statistics.fmean(r["reward_mean"] for r in records),
-        "heldout_start": start["reward"], "heldout_final": final["reward"], "signal": tree_signal_by_start(records),
+        "heldout_start": before["reward"], "heldout_final": after["reward"], "signal": tree_signal_by_start(records),
     }
-    if "accuracy" in final:  # the world: the strict accuracy too
-        result.update(heldout_accuracy_start=start["accuracy"], heldout_accuracy_final=final["accuracy"])
+    if "accuracy" in after:  # the world: the strict accuracy too
+        result.update(heldout_accuracy_start=before["accuracy"], heldout_accuracy_final=after["accuracy"])
     del trainer
     release_memory()
     shutil.rmtree(out, ignore_errors=True)
