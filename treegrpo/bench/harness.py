@@ -42,7 +42,7 @@ PHASES = ("time_sampling", "time_decoding", "time_reward", "time_training")
 SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": {},
-    "world": {},  # the embedded default's own model: `treegrpo pretrain`'s output, trained on `composition`
+    "world": {},  # the embedded default's own model, `treegrpo pretrain`'s output (its reward: composition by default)
     # SD3.5-Medium's setting in the paper: 512 px, bf16, T5 sequence 256
     "sd35m": {"model.resolution": 512, "model.dtype": "bfloat16", "model.max_sequence_length": 256,
               "train.mixed_precision": "bf16"},
