@@ -14,7 +14,7 @@ from treegrpo.config import load_params
 from treegrpo.rewards.composition import Composition, CompositionAccuracy, detect_objects, score_composition
 from treegrpo.rewards.registry import REWARDS, build_reward
 from treegrpo.utils.errors import UserError
-from treegrpo.world.grammar import CATEGORIES, all_scenes, parse_prompt
+from treegrpo.world.grammar import CATEGORIES, COLOURS, all_scenes, parse_prompt
 from treegrpo.world.render import render
 
 SCENES = all_scenes()
@@ -88,6 +88,36 @@ def test_blank_and_shapeless_images():
     bar[30:36, 10:50] = np.array([215, 35, 45]) / 255  # a long red bar: an object of no shape
     assert [o.shape for o in detect_objects(bar)] == [None]
     assert score_composition(bar, "a red square").fraction == 0.0
+
+
+def _disc(image: np.ndarray, cx: float, cy: float, radius: float, rgb) -> np.ndarray:
+    ys, xs = np.mgrid[: image.shape[0], : image.shape[1]] + 0.5
+    image[(xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2] = np.array(rgb) / 255
+    return image
+
+
+def test_an_object_whose_edge_drifts_to_another_hue_is_one_object_of_its_main_colour():
+    # a yellow disc of radius 10 px inside an orange ring 2 px wide (~125 px, above the minimum area of 16 px): the
+    # ring is the disc's edge, not a second, shapeless orange object
+    image = _disc(np.full((64, 64, 3), 0.9), 32, 32, 12, COLOURS["orange"])
+    image = _disc(image, 32, 32, 10, COLOURS["yellow"])
+    objects = detect_objects(image)
+    assert [(o.shape, o.colour) for o in objects] == [("circle", "yellow")]
+    assert score_composition(image, "a yellow circle").strict
+
+
+def test_a_two_tone_object_has_no_colour_and_touching_objects_are_one():
+    # a square, left half green, right half blue: no colour holds 60% of it ('a green square': colour not met, 3/4)
+    image = np.full((64, 64, 3), 0.9)
+    image[20:40, 20:30], image[20:40, 30:40] = np.array(COLOURS["green"]) / 255, np.array(COLOURS["blue"]) / 255
+    assert [(o.shape, o.colour) for o in detect_objects(image)] == [("square", None)]
+    score = score_composition(image, "a green square")
+    assert {c.name for c in score.constraints if not c.met} == {"square: green"}
+    # a red and a blue disc that touch are one shapeless object: 'a red circle and a blue circle' is no prompt of
+    # the grammar, so 'two circles' (present no, count no, nothing else no)
+    touching = _disc(_disc(np.full((64, 64, 3), 0.9), 22, 32, 10, COLOURS["red"]), 42, 32, 10, COLOURS["blue"])
+    assert [o.shape for o in detect_objects(touching)] == [None]
+    assert score_composition(touching, "two circles").fraction == 0.0
 
 
 @pytest.mark.parametrize(("prompt", "n"), [

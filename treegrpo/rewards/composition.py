@@ -1,16 +1,24 @@
 """`composition`: does the image show what a prompt of the world says? (GenEval's checks, on the world's shapes.)
 
 The prompt is parsed with the world's own grammar (`treegrpo.world.grammar.parse_prompt`; a prompt outside it raises
-`UserError`, never a silent 0). The detector, with scipy.ndimage:
-1. colour segmentation: a pixel is an object pixel when its HSV saturation is >= `MIN_SATURATION` and its value
-   >= `MIN_VALUE` (the world's backgrounds are light and nearly grey, its objects saturated); it takes the palette
-   colour of nearest hue, if within `MAX_HUE_DISTANCE` degrees;
-2. connected components (8-connected) per colour; components under `MIN_AREA_FRACTION` of the image are discarded;
-3. region properties per component: area, centroid, and the IoU with each shape's template placed at the centroid
-   and sized to the area (circle: a disc; square: axis-aligned; triangle: upright, as wide as tall), so a stray pixel
-   on the border barely moves the fit and an elongated or ragged blob fits none. The shape is the best template when
-   its IoU is >= `MIN_SHAPE_IOU`; otherwise the component is a blob of no shape (it still counts as something in the
-   image). Clean renders fit their own template with IoU >= 0.9; equal-area circle and square overlap by ~0.84.
+`UserError`, never a silent 0). The detector, with scipy.ndimage, finds objects first and names their colour second,
+as GenEval does (instance segmentation, then a colour classifier on each object):
+1. object pixels: HSV saturation >= `MIN_SATURATION` and value >= `MIN_VALUE` (the world's backgrounds are light and
+   nearly grey, its objects saturated);
+2. objects: the connected components (8-connected) of the object pixels, whatever their colour; components under
+   `MIN_AREA_FRACTION` of the image are discarded;
+3. colour: each object pixel takes the palette colour of nearest hue, if within `MAX_HUE_DISTANCE` degrees; the
+   object's colour is the one most of its pixels take, when they are at least `MIN_COLOUR_SHARE` of its pixels, else
+   None (a two-tone or in-between object, such as teal, is no colour of the palette);
+4. shape: the IoU of the component with each shape's template placed at its centroid and sized to its area (circle:
+   a disc; square: axis-aligned; triangle: upright, as wide as tall), so a stray pixel on the border barely moves the
+   fit and an elongated or ragged blob fits none. The shape is the best template when its IoU is >= `MIN_SHAPE_IOU`;
+   otherwise the component is a blob of no shape (it still counts as something in the image). Clean renders fit
+   their own template with IoU >= 0.9; equal-area circle and square overlap by ~0.84.
+
+Segmenting by colour first would split a generated object whose edge or half drifts to a neighbouring hue into
+several shapeless objects: on the pretrained world model's samples of the held-out prompts it found 3.1 objects an
+image where the prompts ask for 2.2 (42% of them shapeless); objects first finds 2.2 (22% shapeless).
 
 Constraints (each met or not; the score is the fraction met, `strict` is all met), per group of the prompt:
 - `<shape>: present`: at least one object of that shape;
@@ -51,17 +59,18 @@ MIN_VALUE = 0.25  # darker pixels have no reliable hue
 MAX_HUE_DISTANCE = 35.0  # degrees from the nearest palette hue (the palette's hues are >= 29 apart)
 MIN_AREA_FRACTION = 0.004  # of the image: smaller components are noise (the smallest drawn object is ~0.014)
 MIN_SHAPE_IOU = 0.7  # a component is a shape when its best template overlaps it this well
+MIN_COLOUR_SHARE = 0.6  # of an object's pixels: its colour when this many take it (clean renders: all of them)
 RELATION_MARGIN = 0.05  # of the image side: centroids closer than this along the axis are not 'left of' etc.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
 class DetectedObject:
-    """One component found: its shape (None: a blob of no shape), colour, area in pixels, centroid in unit
-    coordinates (x right, y down, in [0, 1])."""
+    """One component found: its shape (None: a blob of no shape), colour (None: no palette colour holds
+    MIN_COLOUR_SHARE of its pixels), area in pixels, centroid in unit coordinates (x right, y down, in [0, 1])."""
 
     shape: str | None
-    colour: str
+    colour: str | None
     area: int
     cx: float
     cy: float
@@ -96,6 +105,17 @@ _NAMES = tuple(COLOURS)
 _PALETTE_HUES = _hues(np.array([COLOURS[n] for n in _NAMES], dtype=np.float32) / 255)  # (colours,)
 
 
+def object_pixels(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels saturated and bright enough to belong to an object.
+
+    Args:
+        rgb: (H, W, 3) float in [0, 1].
+    """
+    high = rgb.max(axis=-1)  # (H, W)
+    low = rgb.min(axis=-1)
+    return (high >= MIN_VALUE) & (high - low >= MIN_SATURATION * high)  # saturation >= MIN_SATURATION
+
+
 def colour_classes(rgb: np.ndarray) -> np.ndarray:
     """(H, W) int8: the index in COLOURS of each object pixel's colour, -1 for background and unclassed pixels.
 
@@ -103,14 +123,20 @@ def colour_classes(rgb: np.ndarray) -> np.ndarray:
         rgb: (H, W, 3) float in [0, 1].
     """
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    high, low = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)  # (H, W)
-    ok = (high >= MIN_VALUE) & (high - low >= MIN_SATURATION * high)  # (H, W): saturation >= MIN_SATURATION
-    distance = np.abs(_hues(rgb[ok])[:, None] - _PALETTE_HUES)  # (M, colours), M saturated pixels
+    ok = object_pixels(rgb)  # (H, W)
+    distance = np.abs(_hues(rgb[ok])[:, None] - _PALETTE_HUES)  # (M, colours), M object pixels
     distance = np.minimum(distance, 360 - distance)
     classes = np.full(ok.shape, -1, dtype=np.int8)
     classes[ok] = np.where(distance.min(-1) <= MAX_HUE_DISTANCE, distance.argmin(-1), -1)
     return classes
+
+
+def object_colour(classes: np.ndarray) -> str | None:
+    """The colour of one object from its pixels' `colour_classes` ((n,) int8, -1 unclassed): the most common one,
+    when it holds at least MIN_COLOUR_SHARE of the n pixels, else None."""
+    counts = np.bincount(classes.astype(np.int64) + 1, minlength=len(_NAMES) + 1)[1:]  # (colours,)
+    best = int(counts.argmax())
+    return _NAMES[best] if counts[best] >= MIN_COLOUR_SHARE * len(classes) else None
 
 
 # the share of its box each shape fills: circle pi/4, square 1, upright triangle 1/2
@@ -154,29 +180,27 @@ def classify_shape(mask: np.ndarray) -> str | None:
 
 
 def detect_objects(rgb: np.ndarray) -> list[DetectedObject]:
-    """The objects in one image, ordered by colour, then as scipy labels them (raster order).
+    """The objects in one image, in raster order of their first pixel (as scipy labels them).
 
     Args:
         rgb: (H, W, 3) float in [0, 1].
     """
+    rgb = np.ascontiguousarray(rgb, dtype=np.float32)
     height, width = rgb.shape[:2]
     classes = colour_classes(rgb)  # (H, W)
     min_area = MIN_AREA_FRACTION * height * width
-    pixels_per_colour = np.bincount(classes.ravel().astype(np.int64) + 1, minlength=len(_NAMES) + 1)[1:]
+    labels, _ = ndimage.label(object_pixels(rgb), structure=_EIGHT)  # (H, W)
     found = []
-    for index, colour in enumerate(_NAMES):
-        if pixels_per_colour[index] < min_area:
-            continue  # too few pixels of this colour for even one object
-        labels, _ = ndimage.label(classes == index, structure=_EIGHT)
-        for label, box in enumerate(ndimage.find_objects(labels), start=1):
-            mask = labels[box] == label  # (h, w)
-            area = int(mask.sum())
-            if area < min_area:
-                continue
-            ys, xs = np.nonzero(mask)
-            cy = (box[0].start + ys.mean() + 0.5) / height
-            cx = (box[1].start + xs.mean() + 0.5) / width
-            found.append(DetectedObject(classify_shape(mask), colour, area, float(cx), float(cy)))
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        mask = labels[box] == label  # (h, w)
+        area = int(mask.sum())
+        if area < min_area:
+            continue
+        ys, xs = np.nonzero(mask)
+        cy = (box[0].start + ys.mean() + 0.5) / height
+        cx = (box[1].start + xs.mean() + 0.5) / width
+        found.append(DetectedObject(classify_shape(mask), object_colour(classes[box][mask]), area, float(cx),
+                                    float(cy)))
     return found
 
 
