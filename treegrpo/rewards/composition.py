@@ -116,14 +116,15 @@ def object_pixels(rgb: np.ndarray) -> np.ndarray:
     return (high >= MIN_VALUE) & (high - low >= MIN_SATURATION * high)  # saturation >= MIN_SATURATION
 
 
-def colour_classes(rgb: np.ndarray) -> np.ndarray:
+def colour_classes(rgb: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
     """(H, W) int8: the index in COLOURS of each object pixel's colour, -1 for background and unclassed pixels.
 
     Args:
         rgb: (H, W, 3) float in [0, 1].
+        ok: (H, W) bool, `object_pixels(rgb)` when the caller has it already.
     """
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
-    ok = object_pixels(rgb)  # (H, W)
+    ok = object_pixels(rgb) if ok is None else ok  # (H, W)
     distance = np.abs(_hues(rgb[ok])[:, None] - _PALETTE_HUES)  # (M, colours), M object pixels
     distance = np.minimum(distance, 360 - distance)
     classes = np.full(ok.shape, -1, dtype=np.int8)
@@ -187,9 +188,10 @@ def detect_objects(rgb: np.ndarray) -> list[DetectedObject]:
     """
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
     height, width = rgb.shape[:2]
-    classes = colour_classes(rgb)  # (H, W)
+    ok = object_pixels(rgb)  # (H, W)
+    classes = colour_classes(rgb, ok)  # (H, W)
     min_area = MIN_AREA_FRACTION * height * width
-    labels, _ = ndimage.label(object_pixels(rgb), structure=_EIGHT)  # (H, W)
+    labels, _ = ndimage.label(ok, structure=_EIGHT)  # (H, W)
     found = []
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         mask = labels[box] == label  # (h, w)
