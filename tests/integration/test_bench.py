@@ -184,3 +184,93 @@ def test_bench_is_a_subcommand_with_help(capsys):
     out = capsys.readouterr().out
     for option in ("--parts", "--size", "--iterations", "--seeds", "--budget", "--out", "--device"):
         assert option in out
+
+
+# ---------------------------------------------------------------- the gradient part (treegrpo.bench.gradient)
+class _Flat:
+    """Every leaf scores the same: every advantage is 0, so every group's gradient is exactly 0."""
+
+    def __call__(self, images, prompts):
+        return torch.ones(len(images))
+
+
+class _Bright:
+    """The mean pixel value: a score that depends on the image alone (no randomness, no prompt)."""
+
+    def __call__(self, images, prompts):
+        return images.float().mean(dim=(1, 2, 3))
+
+
+class _Coin:
+    """A score drawn independently of the image: the true expected gradient is exactly 0 (no signal)."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(0)
+
+    def __call__(self, images, prompts):
+        return torch.rand(len(images), generator=self.gen)
+
+
+def _grad_trainer(tiny_pipeline_dir, tmp_path, prompts, b, reward):
+    from tests.conftest import make_params
+    from treegrpo.recipes.trainer import TreeGRPOTrainer
+
+    params, _ = make_params(tiny_pipeline_dir, tmp_path, sampler__branching=2, sampler__depth=1,
+                            sampler__trees_per_prompt=2, train__prompts_per_iteration=b)
+    trainer = TreeGRPOTrainer(params, prompts, {"jpeg_compressibility": reward})
+    trainer.setup()
+    return trainer
+
+
+def test_gradient_part_rows_and_report(setup, tmp_path):
+    from treegrpo.bench.gradient import gradient_section, run_gradient
+
+    setup.apply_threads()
+    colour = BenchSetup("tiny", setup.model_dir, setup.base_params, device="cpu", reward="color_fraction",
+                        prompts_per_iteration=2, overrides=SMALL_TREE, threads=1)
+    (row,) = run_gradient(colour, PROMPTS, [("k=2 d=1", {"sampler.depth": 1})], groups=7, work_dir=tmp_path)
+    assert row["prompts_per_iteration"] == 2 and row["iterations"] == 4 and row["groups"] == 8  # ceil(7 / 2) = 4
+    assert row["parameters"] > 0 and row["seconds_per_group"] > 0 and len(row["window_starts"]) == 4
+    assert row["noise"] > 0 and -1.0 <= row["split_half_cos"] <= 1.0 and row["zero_gradient_groups"] == 0
+    assert row["snr_per_second"] == pytest.approx(row["snr_per_group"] / row["seconds_per_group"])
+    assert row["snr_per_group"] == pytest.approx((row["signal"]) / row["noise"])
+    part = {"size": "tiny", "device": {"device": "cpu", "cpu": "test"}, "command": "c", "reward": "color_fraction",
+            "groups": 7, "seed": 0, "rows": [row]}
+    text = "\n".join(gradient_section(part))
+    assert "| k=2 d=1 | 8 |" in text and "(this run used B = 2)" in text
+    write_outputs({"gradient": part}, tmp_path / "out")
+    assert "## Does the gradient point uphill?" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_gradients_are_one_row_per_prompt_group_and_each_its_own(tiny_pipeline_dir, tmp_path):
+    """Prompt "a red car" is key 0 in both runs, so it gets the same noise, window and (per-prompt) advantages with
+    or without "a blue boat" beside it: its row must be the same, or another group's edges leaked into it (or a
+    gradient was not zeroed between groups)."""
+    from treegrpo.bench.gradient import group_gradients
+
+    torch.set_num_threads(1)
+    pair_trainer = _grad_trainer(tiny_pipeline_dir, tmp_path / "a", PROMPTS[:2], 2, _Bright())
+    # an iteration whose batch puts key 0 second: a gradient left over from the first group would show in its row
+    it = next(i for i in range(20) if pair_trainer.prompt_batch(i) == [1, 0])
+    pair = group_gradients(pair_trainer, it)
+    alone = group_gradients(_grad_trainer(tiny_pipeline_dir, tmp_path / "b", PROMPTS[:1], 1, _Bright()), it)
+    assert pair.grads.shape[0] == 2 and alone.grads.shape == (1, pair.grads.shape[1])
+    assert pair.seconds > 0 and all(p.grad is None for p in pair_trainer.model.parameters())  # zeroed after
+    assert pair.grads[1].norm() > 0 and not torch.allclose(pair.grads[0], pair.grads[1])
+    assert torch.allclose(alone.grads[0], pair.grads[1], rtol=1e-3, atol=1e-4 * float(pair.grads[1].abs().max()))
+
+
+def test_gradient_snr_on_known_rewards(tiny_pipeline_dir, tmp_path):
+    """Tied leaves give exactly 0 gradients; a score independent of the image has no signal (true SNR 0; the
+    estimate's spread here is ~0.02, and a version without the -noise/M correction would read ~1/M = 0.125)."""
+    from treegrpo.bench.gradient import group_gradients
+    from treegrpo.core.signal import gradient_snr
+
+    torch.set_num_threads(1)
+    flat = _grad_trainer(tiny_pipeline_dir, tmp_path / "flat", PROMPTS, 4, _Flat())
+    tied = gradient_snr(torch.cat([group_gradients(flat, it).grads for it in range(2)]))
+    assert tied.zero_groups == 8 and tied.noise == 0.0 and math.isnan(tied.snr_per_group)
+    coin = _grad_trainer(tiny_pipeline_dir, tmp_path / "coin", PROMPTS, 4, _Coin())
+    grads = torch.cat([group_gradients(coin, it).grads for it in range(2)])  # (8, D)
+    none = gradient_snr(grads)
+    assert none.zero_groups == 0 and none.noise > 0 and abs(none.snr_per_group) < 0.06

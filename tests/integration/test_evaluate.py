@@ -76,7 +76,7 @@ def test_identity_lora_scores_exactly_as_the_base(params, pipe):
     rewards = {"jpeg_compressibility": JpegCompressibility(), "color_fraction": ColorFraction()}
     metrics = evaluate(params, PROMPTS, pipe=pipe, rewards=rewards)
     assert metrics["n_prompts"] == 3
-    assert set(metrics) == {"n_prompts", "samples_per_prompt", "base", "trained", "delta"}
+    assert set(metrics) == {"eval_set", "n_prompts", "samples_per_prompt", "base", "trained", "delta"}
     assert metrics["delta"] == {"jpeg_compressibility": 0.0, "color_fraction": 0.0}
     pipe.unload_lora_weights()
 
@@ -115,7 +115,8 @@ def test_cli_with_a_prompt_file(params, tmp_path, capsys):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["model"]["pretrained"] = params.model.pretrained
     raw["reward"]["stand_in_dir"] = params.reward.stand_in_dir
-    raw["eval"].update(lora=None, rewards=["hpsv2", "color_fraction"], output_dir=str(tmp_path / "report"))
+    raw["eval"].update(lora=None, rewards=["hpsv2", "color_fraction"], output_dir=str(tmp_path / "report"),
+                       extra_sets={})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "prompts.txt").write_text("a red car\n\na yellow flower\n")
     args = ["evaluate", "--params", str(tmp_path / "params.yaml"), "--prompts"]
@@ -141,7 +142,8 @@ def test_cli_shows_the_table_not_loading_bars_or_the_text_encoder_lora_warning(p
     _save_lora(lora_params, pipe, scale=0.0)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["model"]["pretrained"] = params.model.pretrained
-    raw["eval"].update(lora=str(tmp_path / "lora"), rewards=["color_fraction"], output_dir=str(tmp_path / "report"))
+    raw["eval"].update(lora=str(tmp_path / "lora"), rewards=["color_fraction"], output_dir=str(tmp_path / "report"),
+                       extra_sets={})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "prompts.txt").write_text("a red car\n")
     caplog.set_level(logging.WARNING)
@@ -205,3 +207,33 @@ def test_accuracy_per_category_and_several_images_per_prompt(params, tmp_path):
     from treegrpo.recipes.evaluation import read_scores, scored_prompts
 
     assert scored_prompts(read_scores(tmp_path / "scores.jsonl")) == prompts
+
+
+def test_extra_sets_are_sampled_after_the_eval_set_and_reported_beside_it(params, tmp_path):
+    """The eval set keeps its seeds and the top level of metrics.json; each extra set continues the seeds and is
+    reported under `sets` and in its own table; the grid spreads its rows over the eval set's categories."""
+    from treegrpo.recipes.evaluation import grid_rows, read_scores, scored_prompts
+    from treegrpo.rewards.composition import Composition, CompositionAccuracy
+
+    main_set = ["a red circle", "a green circle", "two triangles", "a square below a circle"]
+    extra = {"held": ["a blue square", "a yellow triangle"]}
+    p = dataclasses.replace(params, eval=dataclasses.replace(params.eval, lora=None, samples_per_prompt=2,
+                                                             output_dir=str(tmp_path), batch_size=3, grid_prompts=3,
+                                                             extra_sets={"held": "held.jsonl"}))
+    pipe = _RenderingPipe(blank={"a blue square"})
+    metrics = evaluate(p, main_set, pipe=pipe, extra_sets=extra,
+                       rewards={"composition_accuracy": CompositionAccuracy(), "composition": Composition()})
+    seeds = [s for call in pipe.calls for _, s in call]
+    assert seeds == list(range(12))  # 4 prompts x 2, then the extra set's 2 x 2
+    assert metrics["n_prompts"] == 4 and metrics["base"]["composition_accuracy"]["mean"] == 1.0
+    held = metrics["sets"]["held"]
+    assert held["n_prompts"] == 2 and held["base"]["composition_accuracy"]["mean"] == pytest.approx(0.5)
+    assert held["by_category"]["base"]["composition_accuracy"]["colour"]["n"] == 2
+    table = (tmp_path / "table.md").read_text()
+    assert table.index("prompts (the eval set)") < table.index("## held: 2 prompts, held.jsonl")
+    rows = read_scores(tmp_path / "scores.jsonl")
+    assert len(rows) == 12 and [r["seed"] for r in rows if r["set"] == "held"] == [8, 9, 10, 11]
+    assert scored_prompts(rows) == main_set
+    # categories colour, colour, counting, position: one of each kind first
+    assert grid_rows(["colour", "colour", "counting", "position"], 3) == [0, 2, 3]
+    assert grid_rows(["colour", "colour", "counting", "position"], 10) == [0, 2, 3, 1]

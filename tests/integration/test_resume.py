@@ -77,7 +77,7 @@ def test_two_processes_make_the_same_update_as_one(tiny_pipeline_dir, tmp_path):
     (the frontier and the VAE batch all nodes of a rank together) stays float32 noise at every stage; a step
     function such as JPEG size would turn it into flipped rewards."""
     over = dict(train__iterations=1, train__prompts_per_iteration=2, train__micro_batch=13,
-                reward__weights={"color_fraction": 1.0})
+                reward__weights={"color_fraction": 1.0}, sampler__branching=3, sampler__depth=3)
     worker = [sys.executable, "-m", "tests.integration.ddp_worker"]
     one = _setup(tiny_pipeline_dir, tmp_path / "one", **over)
     res = subprocess.run([*worker, str(tmp_path / "rec1"), *one[4:]], env=_env(), capture_output=True, text=True,

@@ -23,7 +23,7 @@ def _trainer(tiny_pipeline_dir, tmp_path, rewards, **over):
 def test_one_iteration_is_on_policy_and_counts_what_it_did(tiny_pipeline_dir, tmp_path):
     tr = _trainer(tiny_pipeline_dir, tmp_path, {"jpeg_compressibility": JpegCompressibility()},
                   train__iterations=1, train__prompts_per_iteration=2, sampler__window__strategy="fixed",
-                  sampler__window__start=2)
+                  sampler__window__start=2, sampler__branching=3, sampler__depth=3)
     last = tr.train()
     # sampling and training forwards agree: the first update's ratio is 1 to float32 precision
     assert last["first_step_ratio_dev"] < 1e-5
@@ -178,7 +178,8 @@ def test_training_on_jpeg_compressibility_makes_images_more_compressible(tiny_pi
     """Direction and size: the same seeds, base vs trained; the measured gain on the embedded default was ~0.4 kB."""
     reward = JpegCompressibility()
     tr = _trainer(tiny_pipeline_dir, tmp_path, {"jpeg_compressibility": reward}, train__iterations=20,
-                  train__prompts_per_iteration=2, train__checkpoint_every=100)
+                  train__prompts_per_iteration=2, train__checkpoint_every=100, sampler__branching=3,
+                  sampler__depth=3)  # the shape the gain was measured with
     tr.setup()
 
     def score():

@@ -28,15 +28,15 @@ def _schedule(params):
 
 def test_treegrpo_branches_k_in_a_d_window(params):
     shape = iteration_shape(params, 0, _schedule(params), None).shape
-    assert (shape.branching, shape.depth, shape.trees_per_prompt) == (3, 3, 1)
-    assert 0 <= shape.window_start <= 10 - 1 - 3 and shape.trained_levels == (0, 1, 2)
+    assert (shape.branching, shape.depth, shape.trees_per_prompt) == (2, 2, 1)
+    assert 0 <= shape.window_start <= 10 - 1 - 2 and shape.trained_levels == (0, 1)
     assert shape.normalization == "prompt" and not shape.shared_noise
 
 
 def test_grpo_is_sde_on_every_step_but_the_last_and_trains_a_fraction(params):
     p = _with(params, "grpo", timestep_fraction=0.6, shared_noise=True)
     shape = iteration_shape(p, 3, _schedule(p), None).shape
-    assert (shape.window_start, shape.depth, shape.branching, shape.trees_per_prompt) == (0, 9, 1, 27)
+    assert (shape.window_start, shape.depth, shape.branching, shape.trees_per_prompt) == (0, 9, 1, 4)
     assert len(shape.trained_levels) == 6 and set(shape.trained_levels) <= set(range(9))  # ceil(0.6 * 9)
     assert shape.shared_noise and shape.normalization == "prompt"
     draws = {iteration_shape(p, it, _schedule(p), None).shape.trained_levels for it in range(6)}

@@ -17,7 +17,8 @@ def raw() -> dict:
 
 def test_shipped_params_load():
     p = load_params(REPO / "params.yaml")
-    assert p.sampler.branching == 3 and p.sampler.depth == 3
+    assert p.sampler.branching == 2 and p.sampler.depth == 2  # the embedded default's cheap trees
+    assert p.baselines.group_size == p.sampler.branching ** p.sampler.depth  # equal images per prompt
     assert isinstance(p.train.learning_rate, float)
     assert "attn2.to_q" in p.lora.target_modules
 

@@ -45,9 +45,9 @@ def prompts(params: DataParams, split: str) -> list[str]:
 
 def test_params_yaml_data_section_is_the_embedded_default():
     params = build(DataParams, yaml.safe_load((REPO / "params.yaml").read_text())["data"], "data")
-    # the world's two files (written by the `world` stage), with no second split of them
+    # the world's RL split and RL-unseen prompts (written by the `world` stage), with no second split of them
     assert (params.source, params.eval_source, params.on_failure) == ("local", "local", "fail")
-    assert (params.path, params.eval_path) == ("data/world/train.jsonl", "data/world/heldout.jsonl")
+    assert (params.path, params.eval_path) == ("data/world/rl.jsonl", "data/world/unseen.jsonl")
     assert (REPO / SAMPLE_DATA["path"]).is_file()  # the bundled sample stays for the tests above and users
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from treegrpo.core.signal import backup_ess, level_spread, reward_spread, tree_signal
+from treegrpo.core.signal import backup_ess, gradient_snr, level_spread, reward_spread, tree_signal
 
 
 def test_reward_spread_counts_ties_and_takes_population_std():
@@ -59,3 +59,43 @@ def test_tree_signal_keys_and_no_ess_for_depth_one():
 def test_shape_errors_name_the_shapes():
     with pytest.raises(ValueError, match=r"\(3,\)"):
         reward_spread(torch.zeros(3), torch.zeros(2, dtype=torch.long))
+
+
+# four unit 2-D deviations that sum to 0, ordered so the split halves differ: (1,0),(0,1) | (-1,0),(0,-1)
+E = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+
+
+def test_gradient_snr_by_hand():
+    # g_i = mu + e_i with mu = (2, 0): g_bar = mu exactly; noise = sum ||e_i||^2 / (M - 1) = 4 / 3;
+    # signal = ||mu||^2 - noise / M = 4 - 1/3 = 11/3; snr = (11/3) / (4/3) = 11/4; b = 1 / (3 * 11/4) = 4/33.
+    # halves: mu + ((1,0) + (0,1)) / 2 = (2.5, 0.5) and mu + ((-1,0) + (0,-1)) / 2 = (1.5, -0.5):
+    # cos = (3.75 - 0.25) / sqrt(6.5 * 2.5) = 3.5 / sqrt(16.25)
+    out = gradient_snr(torch.tensor([2.0, 0.0]) + E)
+    assert out.noise == pytest.approx(4 / 3) and out.signal == pytest.approx(11 / 3)
+    assert out.snr_per_group == pytest.approx(11 / 4) and out.groups_for_cos_half == pytest.approx(4 / 33)
+    assert out.split_half_cos == pytest.approx(3.5 / math.sqrt(16.25))
+    assert out.zero_groups == 0
+
+
+def test_gradient_snr_without_signal():
+    # g_i = e_i, symmetric around 0: g_bar = 0, noise = 4/3, signal = 0 - (4/3) / 4 = -1/3, snr = -1/M = -1/4;
+    # no batch size reaches cosine 0.5; the halves (0.5, 0.5) and (-0.5, -0.5) point opposite ways
+    out = gradient_snr(E)
+    assert out.noise == pytest.approx(4 / 3) and out.signal == pytest.approx(-1 / 3)
+    assert out.snr_per_group == pytest.approx(-1 / 4) and out.groups_for_cos_half == math.inf
+    assert out.split_half_cos == pytest.approx(-1.0)
+
+
+def test_gradient_snr_of_zero_and_equal_gradients():
+    zero = gradient_snr(torch.zeros(3, 5))  # every group's leaves tied: no gradient at all
+    assert zero.zero_groups == 3 and zero.noise == 0.0 and zero.signal == 0.0
+    assert math.isnan(zero.snr_per_group) and math.isnan(zero.split_half_cos)
+    same = gradient_snr(torch.tensor([[3.0, 4.0]]).repeat(4, 1))  # no noise: every group points the same way
+    assert same.snr_per_group == math.inf and same.groups_for_cos_half == 0.0 and same.split_half_cos == 1.0
+
+
+def test_gradient_snr_needs_two_groups():
+    with pytest.raises(ValueError, match=r"M=1 prompt group.*more prompts per iteration or more iterations"):
+        gradient_snr(torch.ones(1, 4))
+    with pytest.raises(ValueError, match=r"\(4,\): expected \(M, D\)"):
+        gradient_snr(torch.ones(4))

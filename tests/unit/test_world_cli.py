@@ -31,10 +31,11 @@ def test_world_runs_right_after_build_model():
     assert COMMANDS.index("world") == COMMANDS.index("build_model") + 1
 
 
-def test_world_writes_both_splits_as_jsonl_records(tmp_path, capsys):
+def test_world_writes_every_split_as_jsonl_records(tmp_path, capsys):
     assert main(["world", "--params", str(params_file(tmp_path))]) == 0
     assert "201 train" in capsys.readouterr().out
-    for split, name in (("train", "train.jsonl"), ("heldout", "heldout.jsonl")):
+    for split, name in (("train", "train.jsonl"), ("rl", "rl.jsonl"), ("unseen", "unseen.jsonl"),
+                        ("heldout", "heldout.jsonl")):
         records = [json.loads(line) for line in (tmp_path / "world" / name).read_text().splitlines()]
         assert [r["prompt"] for r in records] == world_prompts(split)
         assert {"prompt", "category"} == set(records[0])
@@ -82,4 +83,6 @@ def test_the_shipped_data_section_reads_what_the_world_writes():
     params = load_params(REPO / "params.yaml")
     files = targets(params.world)
     assert (params.data.source, params.data.eval_source) == ("local", "local")
-    assert Path(params.data.path) == files["train"] and Path(params.data.eval_path) == files["heldout"]
+    assert Path(params.data.path) == files["rl"] and Path(params.data.eval_path) == files["unseen"]
+    assert {name: Path(path) for name, path in params.eval.extra_sets.items()} == {"heldout": files["heldout"],
+                                                                                 "rl": files["rl"]}

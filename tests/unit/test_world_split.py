@@ -64,5 +64,25 @@ def test_heldout_is_exactly_the_scenes_with_a_heldout_composition():
 
 
 def test_unknown_split_names_the_choices():
-    with pytest.raises(ValueError, match="split='eval': use one of train, heldout"):
+    with pytest.raises(ValueError, match="split='eval': use one of train, heldout, rl, unseen"):
         world_prompts("eval")
+
+
+def test_rl_and_unseen_split_the_train_prompts_a_fifth_unseen_in_every_category():
+    train, rl, unseen = (world_scenes(split) for split in ("train", "rl", "unseen"))
+    assert [s.prompt for s in rl] == sorted(s.prompt for s in rl) and not {s.prompt for s in rl} & {
+        s.prompt for s in unseen}
+    assert sorted(s.prompt for s in rl + unseen) == [s.prompt for s in train]
+    assert (len(rl), len(unseen)) == (160, 41)  # the recorded split (module docstring)
+    for split in (rl, unseen):
+        assert {s.category for s in split} == set(CATEGORIES)
+        assert {g.colour for s in split for g in s.groups} == {None, *COLOURS}
+        assert {g.shape for s in split for g in s.groups} == set(SHAPES)
+    # positions 2, 7, 12, ... of each category's sorted prompts: 126 -> 25, 36 -> 7, 18 -> 4, 15 -> 3, and the middle
+    # prompt of the 4 two-object and 2 single-object ones
+    counts = {c: sum(s.category == c for s in unseen) for c in CATEGORIES}
+    assert counts == {"colour_attribution": 25, "counting": 7, "position": 4, "colour": 3, "two_objects": 1,
+                      "single_object": 1}
+    singles = [s.prompt for s in train if s.category == "single_object"]
+    assert singles == ["a circle", "a square"] and [s.prompt for s in unseen if not s.groups[0].colour
+                                                     and s.category == "single_object"] == ["a square"]

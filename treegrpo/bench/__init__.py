@@ -4,6 +4,7 @@
 - `probe`: transformer-call counting, the bare-forward limit, peak memory, the device description.
 - `learning`: the same wall-clock budget per algorithm, held-out reward vs time and images.
 - `ablations`: tree shapes (paper Table 3) and window placements (Table 4).
-- `suite`: the three parts as functions; `report`, `plots`: JSON, Markdown and PNG outputs.
+- `gradient`: the policy gradient's signal-to-noise ratio per prompt group, per tree shape.
+- `suite`: the parts as functions; `report`, `plots`: JSON, Markdown and PNG outputs.
 - `sd35m`: SD3.5-Medium's architecture with random weights, for GPU timings without a download.
 """

@@ -1,17 +1,20 @@
 """The benchmark's outputs: `results.json` (everything, with the device and command), `metrics.json` (flat figures,
 DVC metrics), `curves.json` (held-out reward points, DVC plots), `report.md` (tables and targets) and the PNGs.
 
-Results of separate invocations for the same folder are merged part by part (cost, learning, ablations), so a
-folder can hold a cost run and a learning run made at different times; each part keeps its own device and command.
+Results of separate invocations for the same folder are merged part by part (cost, learning, ablations, gradient),
+so a folder can hold a cost run and a learning run made at different times; each part keeps its own device and
+command.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+from treegrpo.bench.gradient import gradient_section
 from treegrpo.bench.probe import describe
 
 TARGETS = {"speedup": 2.4, "sampler_ratio": 1.2, "time_fraction": 0.5, "mfu": 0.5}
@@ -329,6 +332,8 @@ def render(results: dict[str, Any]) -> str:
         lines += learning_section(results["learning"])
     if "ablations" in results:
         lines += ablation_section(results["ablations"])
+    if "gradient" in results:
+        lines += gradient_section(results["gradient"])
     lines += signal_section(results)
     return "\n".join(lines)
 
@@ -350,6 +355,10 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
             out[f"learning.{a}.final_accuracy"] = r["final_accuracy"]
         if r.get("time_to_baseline_final") is not None:
             out[f"learning.{a}.time_to_grpo_final"] = r["time_to_baseline_final"]
+    for r in results.get("gradient", {}).get("rows", []):
+        name = re.sub(r"[^\w=]+", "_", r["config"]).strip("_")  # "k=3 d=3 (params)" -> "k=3_d=3_params"
+        if math.isfinite(r["snr_per_group"]):
+            out[f"gradient.{name}.snr_per_group"] = r["snr_per_group"]
     for row in targets(results):
         if isinstance(row["value"], float) and math.isfinite(row["value"]):
             out[f"target.{row['key']}"] = row["value"]

@@ -1,8 +1,9 @@
-"""The benchmark's three parts as functions that return JSON-ready dicts (what `treegrpo bench` runs).
+"""The benchmark's parts as functions that return JSON-ready dicts (what `treegrpo bench` runs).
 
 - `run_cost`: iteration cost of each algorithm and the sampler against its bare-forward limit (harness.py).
 - `run_learning`: every algorithm for the same wall-clock budget from the same seeds (learning.py).
 - `run_ablations`: TreeGRPO's tree shapes and window placements (ablations.py).
+- `run_gradient`: the policy gradient's signal-to-noise ratio per prompt group, per tree shape (gradient.py).
 Each part records the device, the model and the command that produced it.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from treegrpo.bench import ablations, learning
+from treegrpo.bench import ablations, gradient, learning
 from treegrpo.bench.flops import peak_bf16
 from treegrpo.bench.harness import BenchSetup, measure_cost, run_isolated
 from treegrpo.bench.probe import device_info
@@ -109,3 +110,12 @@ def run_ablations(setup: BenchSetup, train_prompts: Sequence[str], eval_prompts:
     tables = ablations.run_ablations(setup, train_prompts, eval_prompts, iterations, seed, noises=noises,
                                      work_dir=work_dir)
     return _part(setup, iterations=iterations, seed=seed, tables=tables)
+
+
+def run_gradient(setup: BenchSetup, train_prompts: Sequence[str], groups: int = 32, seed: int = 0,
+                 configs: Sequence[tuple[str, dict[str, Any]]] | None = None,
+                 work_dir: str | Path = "outputs/bench/work") -> dict[str, Any]:
+    """The gradient part: `gradient.run_gradient` (params.yaml's tree shape and a few others when `configs` is
+    None), at least `groups` prompt groups each."""
+    rows = gradient.run_gradient(setup, train_prompts, configs, groups, seed, work_dir)
+    return _part(setup, groups=groups, seed=seed, rows=rows)

@@ -1,5 +1,6 @@
 """`treegrpo bench`: iteration cost, sampler efficiency, learning efficiency and ablations of TreeGRPO and the
-baselines, on a random-weight model built offline (benchmarks/README.md)."""
+baselines, on a random-weight model built offline (benchmarks/README.md), and the policy gradient's signal-to-noise
+ratio per prompt group."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-PARTS = ("cost", "learning", "ablations")
+PARTS = ("cost", "learning", "ablations", "gradient")
+DEFAULT_PARTS = ("cost", "learning", "ablations")  # gradient: when named (a diagnosis, not a comparison)
 DEFAULT_OUT = "outputs/bench"  # gitignored; the work folder (outputs/bench/work) sits beside the results
 
 
@@ -26,10 +28,13 @@ def add_parser(sub) -> None:
         "calls (torch.utils.flop_counter) as TFLOP/s and, on a known GPU, as a fraction of its dense bf16 peak, and "
         "the tree's signal figures per window start; (learning) "
         "held-out reward vs time and images for the same wall-clock budget and seeds; (ablations) tree shapes and "
-        "window placements. Writes results.json, metrics.json, report.md and PNGs to --out.",
+        "window placements; (gradient, when named) the signal-to-noise ratio of the policy gradient per prompt group "
+        "at the initial weights, for params.yaml's tree shape and k,d = 2,2 / 2,1 / 3,3 at the same reward: how many "
+        "prompt groups an optimizer step must average for a gradient with cosine ~0.5 to the true one, and the "
+        "seconds per group. Writes results.json, metrics.json, report.md and PNGs to --out.",
     )
-    p.add_argument("--parts", type=_csv(str), default=list(PARTS), help="comma-separated subset of "
-                   f"{','.join(PARTS)} (default: all)")
+    p.add_argument("--parts", type=_csv(str), default=list(DEFAULT_PARTS), help="comma-separated subset of "
+                   f"{','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)})")
     p.add_argument("--size", choices=["tiny", "small", "sd35m", "world"], default="tiny",
                    help="tiny (quick), small (~22M transformer, CPU), sd35m (SD3.5-Medium architecture, random "
                    "weights, 512 px bf16: needs a GPU), world (the pretrained world model of `treegrpo pretrain`, "
@@ -39,12 +44,16 @@ def add_parser(sub) -> None:
                    help="comma-separated (default: treegrpo,grpo,mixgrpo,ddpo)")
     p.add_argument("--iterations", type=int, default=3, help="cost: measured iterations per algorithm (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="cost: warm-up iterations, not measured (default 1)")
-    p.add_argument("--seeds", type=_csv(int), default=[0, 1], help="learning: seeds (default 0,1)")
+    p.add_argument("--seeds", type=_csv(int), default=[0, 1],
+                   help="learning: seeds (default 0,1); ablations, gradient: the first")
     p.add_argument("--budget", type=float, default=60.0,
                    help="learning: seconds of training per algorithm and seed (default 60)")
     p.add_argument("--eval-points", type=int, default=6, help="learning: held-out evaluations per run (default 6)")
     p.add_argument("--ablation-iterations", type=int, default=6,
                    help="ablations: iterations per configuration (default 6)")
+    p.add_argument("--gradient-groups", type=int, default=32,
+                   help="gradient: at least this many prompt groups per configuration, in iterations of B prompts "
+                   "(default 32; the SNR's error shrinks as 1/sqrt(groups): a small SNR needs hundreds)")
     p.add_argument("--prompts-per-iteration", type=int, help="B (default: params.yaml's train.prompts_per_iteration)")
     p.add_argument("--reward", help="the reward trained and evaluated (default: composition for --size world, "
                    "else jpeg_compressibility: weight-free, learns on the random-weight models)")
@@ -100,6 +109,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--algorithms {','.join(bad)}: unknown; choose from {','.join(ALGORITHMS)}")
     if args.iterations < 1 or args.warmup < 0 or args.budget <= 0 or args.ablation_iterations < 1:
         raise UserError("--iterations and --ablation-iterations must be >= 1, --warmup >= 0, --budget > 0")
+    if args.gradient_groups < 2:
+        raise UserError(f"--gradient-groups {args.gradient_groups}: must be >= 2 (the noise is a variance)")
     if args.eval_prompts is not None and args.eval_prompts < 1:
         raise UserError(f"--eval-prompts {args.eval_prompts}: must be >= 1 (omit it for the default)")
     if args.size == "sd35m" and args.device == "cpu":
@@ -140,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     if "ablations" in args.parts:
         parts["ablations"] = suite.run_ablations(setup, train_prompts, eval_prompts, args.ablation_iterations,
                                                  seed=args.seeds[0], work_dir=work)
+    if "gradient" in args.parts:
+        parts["gradient"] = suite.run_gradient(setup, train_prompts, args.gradient_groups, seed=args.seeds[0],
+                                               work_dir=work)
     results = merge(out, {**parts, "title": f"{args.size} model"})
     written = write_outputs(results, out)
     print(f"wrote {', '.join(str(p) for p in written)}")

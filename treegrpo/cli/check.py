@@ -95,12 +95,13 @@ def check_prompt_sources(params) -> None:
     paths = [("data.path", d.path)] if d.source == "local" else []
     if d.eval_source == "local":
         paths.append(("data.eval_path", d.eval_path))
+    paths += [(f"eval.extra_sets.{name}", path) for name, path in params.eval.extra_sets.items()]
     made = Path(params.world.output_dir).resolve()  # the world stage (downstream of this one) writes these
     for where, path in paths:
         if made in Path(path).expanduser().resolve().parents:
             continue
         if not Path(path).expanduser().exists():
-            raise UserError(f"{where}={path!r}: no such file or folder (data.source local reads it); "
+            raise UserError(f"{where}={path!r}: no such file or folder (a local prompt source); "
                             "data/sample/prompts.jsonl is the bundled sample")
 
 

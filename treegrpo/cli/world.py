@@ -1,6 +1,6 @@
-"""`treegrpo world`: write the world's prompt files (the DVC stage `world`, before `ingest`):
-`{world.output_dir}/train.jsonl` (the train split) and `{world.output_dir}/heldout.jsonl` (the held-out
-compositions).
+"""`treegrpo world`: write the world's prompt files (the DVC stage `world`, before `ingest`), one per split of
+`treegrpo.world.split` in `{world.output_dir}`: `train.jsonl` (what pretraining draws), `rl.jsonl` and `unseen.jsonl`
+(the part RL trains on and the RL-unseen rest), `heldout.jsonl` (the held-out compositions).
 
 Each file is JSONL, one record per line, `{"prompt": ..., "category": ...}` in sorted prompt order, which
 `treegrpo ingest` reads like any other local source (the category becomes the `style` column) when `data.path` and
@@ -22,7 +22,7 @@ from treegrpo.utils.errors import UserError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "world", help="write the world's train and held-out prompt files to world.output_dir (DVC stage `world`)",
+        "world", help="write the world's prompt files (train, rl, unseen, heldout) to world.output_dir",
         description=__doc__,
     )
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
@@ -50,7 +50,7 @@ def _check_overwritable(path: Path) -> None:
 
 
 def write_world(world: WorldParams) -> dict[str, int]:
-    """Write both splits (module docstring); returns split -> number of prompts written."""
+    """Write every split (module docstring); returns split -> number of prompts written."""
     from treegrpo.world.split import world_scenes
 
     paths = targets(world)
@@ -72,6 +72,5 @@ def run(args: argparse.Namespace) -> int:
     world = load_params(args.params).world
     counts = write_world(world)
     paths = targets(world)
-    print(f"wrote the world's prompts: {counts['train']} train -> {paths['train']}, {counts['heldout']} held-out "
-          f"compositions -> {paths['heldout']}")
+    print("wrote the world's prompts: " + ", ".join(f"{n} {split} -> {paths[split]}" for split, n in counts.items()))
     return 0

@@ -3,6 +3,9 @@
 Sampling uses the ODE (noise 0) at `sampler.num_inference_steps` and `sampler.guidance_scale`, at
 `model.resolution`; sample j of prompt i of the eval set gets seed `seed + i * samples_per_prompt + j`, the same
 for both models.
+
+`extra_sets` names more prompt files evaluated the same way and reported beside the eval set (the embedded default:
+the world's held-out compositions and RL's own train prompts, beside the RL-unseen eval set).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class EvalParams:
     batch_size: int
     grid_prompts: int
     output_dir: str
+    extra_sets: dict[str, str]
 
     def __post_init__(self) -> None:
         check(len(self.rewards) > 0, "eval.rewards", list(self.rewards), "must name at least one reward")
@@ -37,3 +41,8 @@ class EvalParams:
         check(self.batch_size >= 1, "eval.batch_size", self.batch_size, "must be >= 1 (prompts per pipeline call)")
         check(self.grid_prompts >= 1, "eval.grid_prompts", self.grid_prompts, "must be >= 1 (rows of the image grid)")
         check(bool(self.output_dir.strip()), "eval.output_dir", self.output_dir, "must be a folder path")
+        for name, path in self.extra_sets.items():
+            check(name.isidentifier() and name != "eval", f"eval.extra_sets.{name}", path,
+                  "the set's name must be a word (letters, digits, _) other than 'eval'")
+            check(bool(path.strip()), f"eval.extra_sets.{name}", path,
+                  "must be a prompt file (.jsonl, .txt, .parquet)")

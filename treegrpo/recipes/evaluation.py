@@ -5,7 +5,12 @@ Euler call, noise 0), `eval.samples_per_prompt` images per prompt, `score()` the
 `eval.rewards`, `summarize()` to mean and standard error over prompts (a prompt's score is the mean of its images),
 then `write_report()`: metrics.json (DVC metrics), table.md, grid.png and scores.jsonl (`read_scores` reads it back).
 A reward that knows its prompts' categories (a `category(prompt)` method: the world's `composition`) also gets a
-table per category.
+table per category, and the grid's rows are spread over the categories.
+
+The eval set (the validated `eval.parquet`) comes first and is the one `metrics.json`'s top level, the registry and
+the promotion gate read; `eval.extra_sets` are sampled and scored the same way and reported beside it, under
+`metrics.json`'s `sets` (the embedded default: RL-unseen prompts first, then the held-out compositions and RL's own
+prompts).
 """
 
 from __future__ import annotations
@@ -52,6 +57,36 @@ def read_prompts(params: Params, prompts_file: str | None = None) -> list[str]:
         raise UserError(f"no eval prompts in {prompts_file or params.data.validated_dir}")
     n = params.eval.num_prompts
     return prompts[:n] if n else prompts
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """The prompts of one file in any form `treegrpo.data.readers` reads (.txt, .json, .jsonl, .parquet)."""
+    from treegrpo.data.readers import list_prompt_files, read_records
+
+    prompts = [r.prompt for f in list_prompt_files(Path(path)) for r in read_records(f) if r.prompt]
+    if not prompts:
+        raise UserError(f"{path}: holds no prompts")
+    return prompts
+
+
+def read_extra_sets(params: Params) -> dict[str, list[str]]:
+    """name -> prompts of every `eval.extra_sets` file (the first `eval.num_prompts` of each; 0: all)."""
+    n = params.eval.num_prompts
+    out = {}
+    for name, path in params.eval.extra_sets.items():
+        if not Path(path).exists():
+            raise UserError(f"eval.extra_sets.{name}={path!r}: no such file; run `treegrpo world` (the embedded "
+                            "default's prompt files) or point it at a prompt file")
+        prompts = read_prompt_file(path)
+        out[name] = prompts[:n] if n else prompts
+    return out
+
+
+def eval_set_name(params: Params) -> str:
+    """The eval set's name in reports: its file's stem when read from a local file (the world: 'unseen'), else
+    'eval'."""
+    d = params.data
+    return Path(d.eval_path).stem if d.eval_source == "local" and d.eval_path else "eval"
 
 
 @torch.no_grad()
@@ -142,33 +177,49 @@ def category_table(metrics: Mapping, labels: Mapping[str, str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: int) -> None:
-    """A PNG: one row per prompt (the first `rows`; each prompt's first image), one column per model, the same seed
-    across a row."""
+def grid_rows(categories: Sequence[str | None], rows: int) -> list[int]:
+    """Indices of `rows` prompts spread over their categories: the first prompt of each category in turn, then the
+    second of each, ... (prompts with no category are one category)."""
+    queues: dict[str | None, list[int]] = {}
+    for i, c in enumerate(categories):
+        queues.setdefault(c, []).append(i)
+    order = []
+    for depth in range(max((len(q) for q in queues.values()), default=0)):
+        order += [q[depth] for q in queues.values() if depth < len(q)]
+    return order[:rows]
+
+
+def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: Sequence[int]) -> None:
+    """A PNG: one row per prompt index in `rows` (each prompt's first image), one column per model, the same seed
+    across a row, the prompt under it."""
     from treegrpo.training.grids import save_image_grid
 
-    rows = min(rows, len(prompts))
     names = list(columns)
     per_prompt = columns[names[0]].shape[0] // len(prompts)
-    save_image_grid([[columns[name][r * per_prompt] for name in names] for r in range(rows)], prompts[:rows], path,
-                    column_titles=names)
+    save_image_grid([[columns[name][r * per_prompt] for name in names] for r in rows], [prompts[r] for r in rows],
+                    path, column_titles=names)
 
 
 def write_report(out_dir: Path, metrics: Mapping, table: str, images: Mapping[str, Tensor],
-                 scores: Mapping[str, Mapping[str, Tensor]], prompts: Sequence[str], params: Params) -> None:
-    """metrics.json, table.md, grid.png and scores.jsonl (one line per image and model) in `out_dir`."""
+                 scores: Mapping[str, Mapping[str, Mapping[str, Tensor]]], sets: Mapping[str, Sequence[str]],
+                 grid: Sequence[int], params: Params) -> None:
+    """metrics.json, table.md, grid.png (the eval set's prompts `grid`) and scores.jsonl (one line per image, model
+    and set) in `out_dir`. `scores`: set -> model -> reward -> (N, S); `images`: model -> the eval set's images."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "table.md").write_text(table)
-    save_grid(images, prompts, out_dir / "grid.png", params.eval.grid_prompts)
+    save_grid(images, next(iter(sets.values())), out_dir / "grid.png", grid)
     per_prompt = params.eval.samples_per_prompt
+    offset = 0  # the sets were sampled one after the other: seeds continue across them
     with open(out_dir / "scores.jsonl", "w") as f:
-        for model, by_reward in scores.items():
-            for i, prompt in enumerate(prompts):
-                for j in range(per_prompt):
-                    row = {"model": model, "index": i, "sample": j, "seed": params.eval.seed + i * per_prompt + j,
-                           "prompt": prompt}
-                    f.write(json.dumps(row | {n: v[i, j].item() for n, v in by_reward.items()}) + "\n")
+        for name, prompts in sets.items():
+            for model, by_reward in scores[name].items():
+                for i, prompt in enumerate(prompts):
+                    for j in range(per_prompt):
+                        row = {"set": name, "model": model, "index": i, "sample": j,
+                               "seed": params.eval.seed + offset + i * per_prompt + j, "prompt": prompt}
+                        f.write(json.dumps(row | {n: v[i, j].item() for n, v in by_reward.items()}) + "\n")
+            offset += len(prompts) * per_prompt
 
 
 def read_scores(path: Path) -> list[dict]:
@@ -177,23 +228,40 @@ def read_scores(path: Path) -> list[dict]:
 
 
 def scored_prompts(rows: Sequence[Mapping]) -> list[str]:
-    """The evaluated prompts, in order, from `read_scores`' rows."""
+    """The eval set's prompts (the first set's; the extra sets are not), in order, from `read_scores`' rows."""
     first = rows[0]["model"] if rows else None
-    mine = sorted((r for r in rows if r["model"] == first and r.get("sample", 0) == 0), key=lambda r: r["index"])
+    first_set = rows[0].get("set") if rows else None
+    mine = sorted((r for r in rows if r["model"] == first and r.get("set") == first_set and r.get("sample", 0) == 0),
+                  key=lambda r: r["index"])
     return [r["prompt"] for r in mine]
 
 
-def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping | None = None) -> dict:
+def set_metrics(rewards: Mapping, scores: Mapping[str, Mapping[str, Tensor]], prompts: Sequence[str]) -> dict:
+    """One prompt set's figures: n_prompts, per model per reward {mean, sem}, by_category (rewards that name
+    categories), and delta (trained minus base) when there is a trained model."""
+    metrics = {"n_prompts": len(prompts), **{model: summarize(s) for model, s in scores.items()}}
+    categories = {model: by_category(rewards, s, prompts) for model, s in scores.items()}
+    if any(categories.values()):
+        metrics["by_category"] = categories  # model -> reward -> category -> {mean, sem, n}
+    if "trained" in scores:
+        metrics["delta"] = {n: metrics["trained"][n]["mean"] - metrics["base"][n]["mean"] for n in rewards}
+    return metrics
+
+
+def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping | None = None,
+             extra_sets: Mapping[str, Sequence[str]] | None = None, name: str | None = None) -> dict:
     """Sample base (and trained, unless `eval.lora` is null), score, and write the report to `eval.output_dir`.
 
     Args:
-        params: all of params.yaml (model, sampler steps and CFG, reward, eval).
+        params: all of params.yaml (model, sampler steps and CFG, reward, eval, data for the eval set's name).
         prompts: the eval prompts.
         pipe: a loaded `StableDiffusion3Pipeline` (tests); loaded from `model` when None.
         rewards: name -> reward (tests); built from `reward` for `eval.rewards` when None.
+        extra_sets: name -> prompts evaluated beside the eval set (`read_extra_sets(params)`); None: none.
+        name: the eval set's name in the reports; None: `eval_set_name(params)`.
     Returns:
-        the metrics written to metrics.json: n_prompts, then per model per reward {mean, sem}, and the
-        trained-minus-base difference of the means.
+        the metrics written to metrics.json: the eval set's (`set_metrics`: n_prompts, per model per reward
+        {mean, sem}, by_category, delta), its name (`eval_set`), samples_per_prompt, and `sets`: each extra set's.
     """
     from treegrpo.models.lora import load_lora
     from treegrpo.models.pipeline import load_pipeline
@@ -203,30 +271,43 @@ def evaluate(params: Params, prompts: Sequence[str], pipe=None, rewards: Mapping
     if e.lora is not None and not Path(e.lora).is_dir():
         raise UserError(f"eval.lora={e.lora!r}: no such folder; train first (`treegrpo train`, `dvc repro train`) "
                         "or set eval.lora: null to evaluate the base model alone")
+    main = name or eval_set_name(params)
+    sets = {main: list(prompts), **{name: list(ps) for name, ps in (extra_sets or {}).items() if name != main}}
+    everything = [p for ps in sets.values() for p in ps]
     rewards = dict(rewards) if rewards is not None else build_rewards(params.reward, e.rewards)
     pipe = pipe if pipe is not None else load_pipeline(params.model)
     pipe.set_progress_bar_config(disable=True)
     labels = {"base": f"base ({params.model.pretrained})"}
-    images = {"base": sample(pipe, prompts, params)}
+    images = {"base": sample(pipe, everything, params)}  # (all N * S, 3, H, W), set after set
     if e.lora is not None:
         load_lora(pipe, e.lora)
         labels["trained"] = f"trained (LoRA {e.lora})"
-        images["trained"] = sample(pipe, prompts, params)
+        images["trained"] = sample(pipe, everything, params)
     del pipe  # free the pipeline's memory before the reward models load
-    scores = {model: score(rewards, imgs, prompts) for model, imgs in images.items()}
-    metrics = {"n_prompts": len(prompts), "samples_per_prompt": e.samples_per_prompt,
-               **{model: summarize(s) for model, s in scores.items()}}
-    categories = {model: by_category(rewards, s, prompts) for model, s in scores.items()}
-    if any(categories.values()):
-        metrics["by_category"] = categories  # model -> reward -> category -> {mean, sem, n}
-    if "trained" in metrics:
-        metrics["delta"] = {n: metrics["trained"][n]["mean"] - metrics["base"][n]["mean"] for n in rewards}
+    per_set_images, lo = {}, 0
+    for name, ps in sets.items():
+        hi = lo + len(ps) * e.samples_per_prompt
+        per_set_images[name] = {model: imgs[lo:hi] for model, imgs in images.items()}
+        lo = hi
+    scores = {name: {model: score(rewards, imgs, sets[name]) for model, imgs in per_set_images[name].items()}
+              for name in sets}
+    figures = {name: set_metrics(rewards, scores[name], ps) for name, ps in sets.items()}
+    metrics = {"eval_set": main, "samples_per_prompt": e.samples_per_prompt, **figures[main]}
+    if len(sets) > 1:
+        metrics["sets"] = {name: figures[name] for name in sets if name != main}
     stand_ins = {n for n, r in rewards.items() if getattr(r, "stand_in", False)}
     s = params.sampler
-    header = (f"# Evaluation: {len(prompts)} eval prompts x {e.samples_per_prompt} images, ODE sampling "
-              f"({s.num_inference_steps} steps, CFG {s.guidance_scale:g}, {params.model.resolution} px), seed "
-              f"{e.seed} + prompt index x {e.samples_per_prompt} + image")
-    table = markdown_table(metrics, labels, list(rewards), stand_ins, header) + category_table(metrics, labels)
-    write_report(Path(e.output_dir), metrics, table, images, scores, prompts, params)
+    header = (f"# Evaluation: ODE sampling ({s.num_inference_steps} steps, CFG {s.guidance_scale:g}, "
+              f"{params.model.resolution} px), {e.samples_per_prompt} images per prompt, seed {e.seed} + image index")
+    tables = []
+    for i, (name, ps) in enumerate(sets.items()):
+        title = (f"## {name}: {len(ps)} prompts" + (" (the eval set)" if i == 0 else "")
+                 + (f", {e.extra_sets[name]}" if name in e.extra_sets else ""))
+        tables.append(markdown_table(figures[name], labels, list(rewards), stand_ins, title)
+                      + category_table(figures[name], labels))
+    table = header + "\n\n" + "\n".join(tables)
+    categorised = next((r for r in rewards.values() if callable(getattr(r, "category", None))), None)
+    grid = grid_rows([categorised.category(p) if categorised else None for p in sets[main]], e.grid_prompts)
+    write_report(Path(e.output_dir), metrics, table, per_set_images[main], scores, sets, grid, params)
     log.info("evaluation written to %s", e.output_dir)
     return metrics

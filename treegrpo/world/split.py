@@ -19,13 +19,28 @@ that combination, so held-out accuracy measures composition, not vocabulary.
   both splits and the splits stay disjoint, as `treegrpo validate` requires.
 
 Of the grammar's 294 prompts, 93 are held out and 201 train (`world_prompts`).
+
+The train split is what pretraining draws. RL trains on most of it, not all: the **RL-unseen** prompts
+(`rl_unseen`), about a fifth of the train prompts of every category, are seen by pretraining and never by RL. That
+is a real model's situation (it saw everything in pretraining; RL's prompts are a subset) and that of Flow-GRPO's
+GenEval runs, whose test prompts are new prompts from the training templates. So RL is measured three ways:
+`unseen` (new prompts of familiar compositions: does RL's gain carry beyond its own prompts?), `heldout`
+(compositions nobody trained on) and `rl` (RL's own prompts, fresh noise).
+
+| split | prompts | pretraining | RL |
+|---|---|---|---|
+| train | 201 | yes | `rl` yes, `unseen` no |
+| rl | 161 | yes | yes |
+| unseen | 40 | yes | no |
+| heldout | 93 | no | no |
 """
 
 from __future__ import annotations
 
 from treegrpo.world.grammar import INVERSE, Scene, all_scenes
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "rl", "unseen")
+RL_UNSEEN_EVERY = 5  # every fifth train prompt of each category (sorted by prompt) is RL-unseen: 20%
 HELDOUT_COLOURS = {"circle": "blue", "square": "red", "triangle": "yellow"}
 HELDOUT_COUNTS = {("circle", 3), ("square", 4), ("triangle", 2)}
 # (first shape, relation, second shape); the equivalent (second, inverse relation, first) is held out too
@@ -57,14 +72,34 @@ def is_heldout(scene: Scene) -> bool:
     return False
 
 
+def rl_unseen(train: list[Scene]) -> set[str]:
+    """The RL-unseen prompts of the (sorted) train scenes: in each category, the prompts at positions 2, 7, 12, ...
+    (every `RL_UNSEEN_EVERY`-th, from the middle of the first five), and at least one per category; so every
+    category, shape, colour and count is in both `rl` and `unseen`."""
+    by_category: dict[str, list[str]] = {}
+    for scene in train:
+        by_category.setdefault(scene.category, []).append(scene.prompt)
+    unseen = set()
+    for prompts in by_category.values():
+        picks = prompts[RL_UNSEEN_EVERY // 2 :: RL_UNSEEN_EVERY] or prompts[len(prompts) // 2 :][:1]
+        if len(picks) < len(prompts):  # a category of one prompt stays RL's
+            unseen.update(picks)
+    return unseen
+
+
 def world_scenes(split: str) -> list[Scene]:
-    """The scenes of `split` ('train' or 'heldout'), sorted by prompt."""
+    """The scenes of `split` (one of SPLITS, the module docstring's table), sorted by prompt."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: use one of {', '.join(SPLITS)}")
     held = split == "heldout"
-    return sorted((s for s in all_scenes() if is_heldout(s) == held), key=lambda s: s.prompt)
+    scenes = sorted((s for s in all_scenes() if is_heldout(s) == held), key=lambda s: s.prompt)
+    if split in ("rl", "unseen"):
+        unseen = rl_unseen(scenes)
+        scenes = [s for s in scenes if (s.prompt in unseen) == (split == "unseen")]
+    return scenes
 
 
 def world_prompts(split: str) -> list[str]:
-    """The prompts of `split` ('train' or 'heldout'), sorted; the two lists are disjoint and hold every category."""
+    """The prompts of `split` (one of SPLITS), sorted; heldout is disjoint from the rest, rl and unseen split train,
+    and every split holds every category."""
     return [s.prompt for s in world_scenes(split)]
