@@ -1,5 +1,5 @@
 # The GPU worker image: the project installed by scripts/setup.sh (the same script as `make` and CI), run as a
-# non-root user; by default it starts a Prefect worker for the process pool `gpu` (prefect.yaml, README).
+# non-root user; by default it starts a Prefect worker for the process pool `gpu` (prefect.yaml, docs/docker.md).
 #   docker build -t treegrpo:latest .
 #   docker run --gpus all -e PREFECT_API_URL=http://HOST:4200/api -e MLFLOW_TRACKING_URI=http://HOST:5000 treegrpo
 # The same image serves a Docker work pool (deployment train-docker): Prefect then runs a flow run in it instead.

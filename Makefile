@@ -8,7 +8,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: setup run test lint mlflow-ui gpu-worker
+.PHONY: setup run test lint docs mlflow-ui gpu-worker
 setup:
 	@scripts/setup.sh
 
@@ -22,6 +22,11 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check treegrpo flows tests
+
+# The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8000, rebuilt on every edit; `mkdocs build
+# --strict` is what the suite checks (tests/integration/test_docs.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 # The MLflow UI on the local store (tracking.uri's default): runs, the registry, aliases.
 mlflow-ui: setup

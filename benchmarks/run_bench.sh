@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU runs behind benchmarks/README.md's tables, in the order they were made (about 40 minutes on 2 shared
+# The CPU runs behind docs/benchmarks.md's tables, in the order they were made (about 40 minutes on 2 shared
 # cores). One torch thread: on a CPU that other work shares, two threads wait on each other at every parallel region
 # (measured: the tiny transformer at batch 54 took 0.79 s with 2 threads, 0.046 s with 1).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Prefect side of a GPU host, in order (README "Orchestration"). Run from anywhere; it works in this clone.
+# The Prefect side of a GPU host, in order (docs/gpu.md, "GPU pools"). Run from anywhere; it works in this clone.
 #   scripts/prefect_gpu.sh server    # a Prefect server on 127.0.0.1:$PREFECT_PORT (default 4200), foreground
 #   scripts/prefect_gpu.sh pool      # the `process` work pool $TREEGRPO_POOL (default gpu), concurrency 1
 #   scripts/prefect_gpu.sh deploy    # the deployment $DEPLOYMENT (default train) from prefect.yaml

@@ -69,7 +69,7 @@ def test_retries_only_around_what_is_safe_to_repeat():
 
 
 def test_without_an_api_url_prefect_starts_a_temporary_server_over_prefect_home(tmp_path):
-    """What the README says of `prefect deployment run` without PREFECT_API_URL, from the pinned Prefect's own
+    """What docs/gpu.md says of `prefect deployment run` without PREFECT_API_URL, from the pinned Prefect's own
     settings: no URL, ephemeral mode on, 20 s to start, over $PREFECT_HOME/prefect.db (a local server's database)."""
     import subprocess
     import sys

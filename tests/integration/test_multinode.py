@@ -1,4 +1,4 @@
-"""Two "nodes" of one process each on 127.0.0.1, launched as the README's "Several nodes" section launches real ones
+"""Two "nodes" of one process each on 127.0.0.1, launched as docs/nodes.md launches real ones
 (`accelerate launch --multi_gpu --num_machines 2 --machine_rank R --main_process_ip ...`; gloo on the CPU): the same
 update as one process, files and the MLflow run written by global rank 0 alone, and a SIGKILL of both nodes then a
 relaunch ends bit for bit where an uninterrupted run on the same layout ends.

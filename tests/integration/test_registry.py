@@ -186,6 +186,35 @@ def test_register_and_promote_commands(params, tmp_path, capsys):
     assert main(["promote", "--params", str(path), "--version", "9"]) == 2
 
 
+def test_register_ends_the_pipeline_with_the_run_summary(params, tmp_path, capsys):
+    """The last stage's stdout (what `make run` shows last): base -> trained on the primary reward, the outputs'
+    paths, the registered version and the link that opens this run in the MLflow UI."""
+    import yaml
+
+    from treegrpo.config import to_dict
+
+    _write_outputs(params, -3.0, seed=3)  # the trained model -3.0, the base -5.0: a change of +2.000
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(to_dict(params)))
+    assert main(["register", "--params", str(path)]) == 0
+    out = capsys.readouterr().out
+    items = [" ".join(line.split()) for line in out.splitlines()]
+    assert "treegrpo: the run in one screen" in items
+    assert "JPEG compressibility (-kB) -5.000 ± 0.010 -> -3.000 ± 0.010 (+2.000)" in items
+    assert "HPS-v2.1" not in out  # the headline is tracking.primary_reward alone here
+    assert f"table {tmp_path / 'eval' / 'table.md'}" in items
+    assert f"image grid {tmp_path / 'eval' / 'grid.png'}" in items
+    assert f"LoRA {tmp_path / 'lora'}" in items
+    record = json.loads((tmp_path / "reg" / "registered.json").read_text())
+    assert (f"registered {params.tracking.model_name} version 1 (alias candidate), in "
+            f"{tmp_path / 'reg' / 'registered.json'}") in items
+    run = tracking.get_client(params.tracking).get_run(record["run_id"])
+    link = f"#/experiments/{run.info.experiment_id}/runs/{record['run_id']}/model-metrics"
+    (ui,) = [line for line in items if line.startswith("MLflow UI ")]
+    # a store other than make mlflow-ui's: the command that opens it, then the run's page
+    assert ui.startswith(f"MLflow UI `mlflow ui --backend-store-uri {params.tracking.uri} ") and link in ui
+
+
 # the model code earlier releases logged with each version ("models from code"): loading such a version runs it
 OLD_MODEL_CODE = {
     "treegrpo.registry": "import mlflow\n\nfrom treegrpo.registry import LoraText2Image\n\n"

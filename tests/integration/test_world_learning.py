@@ -9,7 +9,7 @@ Measured (this file's recipe, one torch thread): held-out colour fraction 0.068 
 it rose +0.033, +0.080, +0.067 (RL seeds 0, 1, 2); with pretraining seed 1 (start 0.079), +0.020, +0.055, +0.046
 (RL seeds 0, 3, 4). After 30 iterations, RL seed 0: +0.132, and +0.074 with pretraining seed 1. The test (pretraining
 seed 0, RL seed 0, 30 iterations) asserts a rise of more than 0.03, under half the smaller 30-iteration rise.
-The `composition` reward does not move in budgets like this one (README, "Measured on the world"); that is why this
+The `composition` reward does not move in budgets like this one (docs/world.md, "Measured"); that is why this
 test trains on colour.
 """
 

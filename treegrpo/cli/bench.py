@@ -1,5 +1,5 @@
 """`treegrpo bench`: iteration cost, sampler efficiency, learning efficiency and ablations of TreeGRPO and the
-baselines, on a random-weight model built offline (benchmarks/README.md), and the policy gradient's signal-to-noise
+baselines, on a random-weight model built offline (docs/benchmarks.md), and the policy gradient's signal-to-noise
 ratio per prompt group."""
 
 from __future__ import annotations

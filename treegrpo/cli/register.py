@@ -1,15 +1,26 @@
-"""`treegrpo register`: log the evaluation onto the training run in MLflow and register the LoRA (alias candidate)."""
+"""`treegrpo register`: log the evaluation onto the training run in MLflow and register the LoRA (alias candidate).
+
+The last stage of the pipeline, so it ends `make run` / `dvc repro` with the run's summary on stdout
+(`format_run_summary`): base against trained on the headline figures, where the outputs are, and how to open the run
+in the MLflow UI.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from treegrpo.cli import quiet_loading_bars
 
 log = logging.getLogger(__name__)
+
+# the embedded default's headline figures (the world's strict accuracy, then the constraints met); any other
+# evaluation's is tracking.primary_reward
+HEADLINE = ("composition_accuracy", "composition")
+LOCAL_STORE = "sqlite:///mlruns/mlflow.db"  # the store `make mlflow-ui` opens
 
 
 def add_parser(sub) -> None:
@@ -65,6 +76,75 @@ def run(args: argparse.Namespace) -> int:
               "new_version": reg.created, "tracking_uri": tracking.redact(tracking.tracking_uri(params.tracking)),
               "model_uri": f"models:/{reg.name}/{reg.version}"}
     (out_dir / "registered.json").write_text(json.dumps(record, indent=1) + "\n")
-    verb = "registered" if reg.created else "already registered (same weights)"
-    print(f"{verb}: {reg.name} version {reg.version} (alias candidate), run {reg.run_id}")
+    uri = tracking.redact(tracking.tracking_uri(params.tracking))
+    link = tracking.ui_url(params.tracking, client.get_run(reg.run_id).info.experiment_id, reg.run_id)
+    paths = {"table": str(table), "image grid": str(Path(params.eval.output_dir) / "grid.png"),
+             "reward curve": str(curve) if curve else None,
+             "LoRA": str(params.eval.lora or Path(params.train.output_dir) / "lora")}
+    print(format_run_summary(metrics, record, paths, headline_rewards(metrics, params.tracking.primary_reward),
+                             mlflow_ui_hint(uri, link), str(out_dir / "registered.json")), end="")
     return 0
+
+
+def headline_rewards(metrics: Mapping, primary_reward: str) -> list[str]:
+    """The rewards the summary leads with: the world's accuracy and constraints met when evaluated, else
+    `primary_reward` (what promotion compares), else the first evaluated reward."""
+    scored = metrics["trained"]
+    names = [n for n in HEADLINE if n in scored]
+    if primary_reward in scored and primary_reward not in names:
+        names.append(primary_reward)
+    return names or list(scored)[:1]
+
+
+def mlflow_ui_hint(uri: str, link: str) -> str:
+    """How to open `link` (a run in the MLflow UI) for the store at `uri` (credentials already redacted)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {link}"
+    if uri == LOCAL_STORE:
+        return f"`make mlflow-ui`, then open {link}"
+    return f"`mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000`, then open {link}"
+
+
+def _figure(stat: Mapping) -> str:
+    sem = stat.get("sem")
+    return f"{stat['mean']:.3f}" + (f" ± {sem:.3f}" if sem is not None else "")
+
+
+def format_run_summary(metrics: Mapping, registered: Mapping, paths: Mapping[str, str | None],
+                       headline: Sequence[str], mlflow_ui: str, registered_file: str) -> str:
+    """What the run produced, in a few lines: the end of `make run`.
+
+    Args:
+        metrics: the evaluation's metrics.json: `base` and `trained` map each reward to {mean, sem}; `eval_set`,
+            `n_prompts`, `samples_per_prompt` and `sets` (each extra set's figures) when present.
+        registered: registered.json's record (`model_name`, `version`, `alias`, `new_version`).
+        paths: label -> path of each output to point at (None: left out), in the order to print them.
+        headline: the rewards to compare, in order (`headline_rewards`).
+        mlflow_ui: how to open the run in the MLflow UI (`mlflow_ui_hint`).
+        registered_file: where registered.json is.
+    Returns:
+        the summary, one item per line, ending with a newline.
+    """
+    from treegrpo.recipes.evaluation import DISPLAY
+
+    each = metrics.get("samples_per_prompt")
+    sets = {metrics.get("eval_set", "eval"): metrics, **metrics.get("sets", {})}
+    width = max(len(DISPLAY.get(n, n)) for n in headline)
+    lines = ["", "treegrpo: the run in one screen", "  base -> trained (mean over prompts ± standard error):"]
+    for name, figures in sets.items():
+        lines.append(f"    {name}: {figures['n_prompts']} prompts" + (f" x {each} images" if each else ""))
+        for reward in headline:
+            if reward in figures.get("trained", {}):
+                base, trained = figures["base"][reward], figures["trained"][reward]
+                change = trained["mean"] - base["mean"]
+                lines.append(f"      {DISPLAY.get(reward, reward):<{width}}  {_figure(base)} -> {_figure(trained)}"
+                             f"  ({change:+.3f})")
+    state = "registered" if registered.get("new_version", True) else "already registered (same weights)"
+    items = {**{k: v for k, v in paths.items() if v},
+             state: f"{registered['model_name']} version {registered['version']} "
+                    f"(alias {registered.get('alias', 'candidate')}), in {registered_file}",
+             "MLflow UI": mlflow_ui,
+             "promote": "`treegrpo promote` moves alias champion to it if it beats the champion"}
+    label = max(len(k) for k in items)
+    lines += [f"  {k:<{label}}  {v}" for k, v in items.items()]
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from treegrpo.config.base import check
 
-# the recipes `train.algorithm` names: TreeGRPO and its three baselines (README "Baselines"); the one list
+# the recipes `train.algorithm` names, the one list: TreeGRPO and its three baselines (docs/training.md)
 ALGORITHMS = ("treegrpo", "grpo", "mixgrpo", "ddpo")
 
 
