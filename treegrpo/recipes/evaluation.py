@@ -191,7 +191,7 @@ def grid_rows(categories: Sequence[str | None], rows: int) -> list[int]:
 
 def save_grid(columns: Mapping[str, Tensor], prompts: Sequence[str], path: Path, rows: Sequence[int]) -> None:
     """A PNG: one row per prompt index in `rows` (each prompt's first image), one column per model, the same seed
-    across a row, the prompt under it."""
+    across a row, the prompt beside it."""
     from treegrpo.training.grids import save_image_grid
 
     names = list(columns)
