@@ -74,7 +74,7 @@ def test_a_bad_value_stops_the_pipeline_before_it_deletes_the_trained_outputs(pi
     before = {"lora": _folder(train / "lora"),
               **{name: (train / name).read_bytes() for name in ("metrics.json", "history.json", "mlflow_run.json")}}
     assert before["lora"], "the pipeline trained no LoRA"
-    bad = {"sampler.branching": ("  branching: 3 ", "  branching: 0 "),
+    bad = {"sampler.branching": ("  branching: 2 ", "  branching: 0 "),
            "model.pretrained": ("  pretrained: models/world-sd3 ", "  pretrained: models/no-such-model ")}
     try:
         for key, (good, wrong) in bad.items():
