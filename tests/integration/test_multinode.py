@@ -29,9 +29,10 @@ from tests.integration.ddp_worker import assert_same_update
 pytestmark = pytest.mark.integration
 PROMPTS = "a red car\na blue boat\na green tree\na yellow flower\n"
 REWARD_ATOL = 1e-5  # as test_resume.py's DDP test: colour_fraction on two batch layouts, ~1e-7 apart
-# a smooth reward (see test_resume.py), 2 prompts: one per node; micro_batch 13 = every window parent of a prompt
+# a smooth reward (see test_resume.py), 2 prompts: one per node; micro_batch 13 = every window parent of a prompt's
+# k = d = 3 tree (the shape ddp_worker's counts are worked for)
 OVER = dict(train__prompts_per_iteration=2, train__micro_batch=13, train__checkpoint_every=2,
-            reward__weights={"color_fraction": 1.0})
+            reward__weights={"color_fraction": 1.0}, sampler__branching=3, sampler__depth=3)
 ITERATIONS = 3  # checkpoints at 2 and 3: a kill inside iteration 3 resumes from 2
 
 

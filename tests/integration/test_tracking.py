@@ -48,7 +48,7 @@ def test_params_are_flattened_with_the_params_yaml_keys(params):
     flat = tracking.flat_params(params)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(flat) == set(_leaf_keys(raw))
-    assert flat["train.learning_rate"] == "0.001" and flat["sampler.branching"] == "3"
+    assert flat["train.learning_rate"] == "0.001" and flat["sampler.branching"] == "2"
     assert json.loads(flat["lora.target_modules"])[0] == "attn.to_q"
     assert json.loads(flat["reward.weights"]) == {"composition": 1.0}
 
