@@ -30,8 +30,8 @@ GenEval runs, whose test prompts are new prompts from the training templates. So
 | split | prompts | pretraining | RL |
 |---|---|---|---|
 | train | 201 | yes | `rl` yes, `unseen` no |
-| rl | 161 | yes | yes |
-| unseen | 40 | yes | no |
+| rl | 160 | yes | yes |
+| unseen | 41 | yes | no |
 | heldout | 93 | no | no |
 """
 
