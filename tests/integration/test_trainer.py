@@ -226,3 +226,15 @@ def test_grpo_edges_carry_their_trajectory_advantage_and_ddpo_normalises_over_th
     batch = tr.advantages(samples, rewards, "batch")
     z = (rewards[0] - rewards[0].mean()) / rewards[0].std(unbiased=False)  # over all 4 leaves
     torch.testing.assert_close(batch[:, 0], z[leaf_of_row], rtol=1e-5, atol=1e-6)
+
+
+def test_learning_rate_warms_up_by_iteration_and_the_optimizer_steps_with_it(tiny_pipeline_dir, tmp_path):
+    # warm-up over 4 iterations at peak 2e-3: the rates of iterations 0, 1, 2 are 5e-4, 1e-3, 1.5e-3, in the
+    # history and in the optimizer; a function of the iteration alone, so a resumed run gets the same ones
+    tr = _trainer(tiny_pipeline_dir, tmp_path, {"jpeg_compressibility": JpegCompressibility()},
+                  train__iterations=3, train__prompts_per_iteration=2, train__learning_rate=2e-3,
+                  train__warmup_iterations=4, sampler__branching=2, sampler__depth=1)
+    tr.train()
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r["learning_rate"] for r in history] == pytest.approx([5e-4, 1e-3, 1.5e-3], rel=1e-9)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-3, rel=1e-9)

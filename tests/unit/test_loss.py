@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from treegrpo.core.loss import grpo_loss, kl_to_reference
+from treegrpo.core.loss import grpo_loss, kl_to_reference, warmup_learning_rate
 from treegrpo.core.sde import child_log_probs
 
 
@@ -94,3 +94,10 @@ def test_kl_to_reference_by_hand():
     mean = torch.zeros(2, 1, 2, 2)
     out = kl_to_reference(mean, mean + 0.2, torch.full((2, 1, 1, 1), 0.5))
     torch.testing.assert_close(out, torch.full((2,), 0.08))
+
+
+def test_warmup_rises_linearly_to_the_peak_then_holds():
+    # W = 4, peak 1e-3: steps 0..3 get 1/4, 2/4, 3/4, 4/4 of it, every later step the peak
+    rates = [warmup_learning_rate(1e-3, i, 4) for i in range(6)]
+    assert rates == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rel=1e-12)
+    assert warmup_learning_rate(1e-3, 0, 0) == 1e-3  # W = 0: no warm-up

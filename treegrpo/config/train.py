@@ -20,6 +20,7 @@ class TrainParams:
     inner_epochs: int
     micro_batch: int
     learning_rate: float
+    warmup_iterations: int
     weight_decay: float
     max_grad_norm: float
     clip_range: float
@@ -45,6 +46,8 @@ class TrainParams:
         check(self.micro_batch >= 1, "train.micro_batch", self.micro_batch, "must be >= 1 (parents per micro-batch)")
         check(0 < self.learning_rate <= 1.0, "train.learning_rate", self.learning_rate,
               "must be in (0, 1] (paper: 1e-5)")
+        check(self.warmup_iterations >= 0, "train.warmup_iterations", self.warmup_iterations,
+              "must be >= 0 (iterations of linear learning-rate warm-up; 0: none)")
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0 (paper: 0.01)")
         check(self.max_grad_norm > 0, "train.max_grad_norm", self.max_grad_norm, "must be > 0")
         check(0 < self.clip_range < 1, "train.clip_range", self.clip_range, "must be in (0, 1) (peers: 1e-4)")

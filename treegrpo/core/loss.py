@@ -85,3 +85,23 @@ def kl_to_reference(mean: Tensor, reference_mean: Tensor, std: Tensor) -> Tensor
     """
     sq = (mean.float() - reference_mean.detach().float()) ** 2 / (2.0 * std.float() ** 2)  # (P, C, H, W)
     return sq.flatten(1).mean(dim=1)  # (P,)
+
+
+def warmup_learning_rate(learning_rate: float, iteration: int, warmup_iterations: int) -> float:
+    """The learning rate of optimizer step `iteration` (0-based) under a linear warm-up: lr * (iteration + 1) / W for
+    the first W steps, then lr (W = 0: lr from the first step). A function of the iteration alone, so a resumed run
+    steps with the same rates as an uninterrupted one.
+
+    Adam's first steps move every parameter by about lr whatever the gradient's size (its second-moment estimate has
+    seen one noisy gradient), so on a noisy policy gradient they are the largest and least informed steps of a run.
+
+    Args:
+        learning_rate: the peak rate.
+        iteration: the optimizer step's index, >= 0.
+        warmup_iterations: W >= 0.
+    Returns:
+        the rate for this step.
+    """
+    if warmup_iterations <= 0:
+        return learning_rate
+    return learning_rate * min(1.0, (iteration + 1) / warmup_iterations)

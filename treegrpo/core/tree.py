@@ -199,7 +199,9 @@ def _draw_eps(shape: tuple[int, ...], generator: Generators, device: torch.devic
     if generator is None or isinstance(generator, torch.Generator):
         return standard_normal(shape, generator, device)
     per_root = shape[0] // len(generator)
-    return torch.cat([standard_normal((per_root, *shape[1:]), g, device) for g in generator])  # shape
+    # each block on its generator's device, then one copy: a copy per root costs a GPU ~R synchronising transfers
+    blocks = [standard_normal((per_root, *shape[1:]), g, g.device) for g in generator]
+    return torch.cat(blocks).to(device)  # shape
 
 
 def _branch(

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from treegrpo.config import Params
 from treegrpo.core.advantages import grouped_leaf_advantages
-from treegrpo.core.loss import grpo_loss, kl_to_reference
+from treegrpo.core.loss import grpo_loss, kl_to_reference, warmup_learning_rate
 from treegrpo.core.sde import child_log_probs, sde_moments
 from treegrpo.core.signal import tree_signal
 from treegrpo.core.tree import TreeSamples, edge_advantages, root_latents, sample_trees
@@ -407,12 +407,16 @@ class TreeGRPOTrainer:
             if not torch.isfinite(torch.as_tensor(grad_norm)):
                 self.optimizer.zero_grad(set_to_none=True)
                 return self.skip_step("non-finite gradient")
+            lr = warmup_learning_rate(t.learning_rate, it, t.warmup_iterations)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             grad_norms.append(float(grad_norm))
         self.state.bad_steps = 0
         ratio = torch.cat(log_ratios).exp()
         return {"loss": sum(losses) / t.inner_epochs, "grad_norm": sum(grad_norms) / len(grad_norms),
+                "learning_rate": lr,
                 "ratio_min": ratio.min().item(), "ratio_mean": ratio.mean().item(), "ratio_max": ratio.max().item(),
                 "first_step_ratio_dev": first_dev, "clip_fraction": sum(clip_fracs) / len(clip_fracs),
                 "approx_kl": sum(kls) / len(kls), "edges_trained": float(num_parents * old.shape[1]),

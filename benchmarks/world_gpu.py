@@ -1,0 +1,148 @@
+"""RL on the shapes world at GPU batch sizes: does `composition` train when a step sees 512 prompt groups?
+
+    python benchmarks/world_gpu.py run --name tree_s0 --out RUNS --seconds 400 --set train.seed=0 ...
+    python benchmarks/world_gpu.py report RUNS benchmarks/results/world-gpu
+
+`run` trains one LoRA on the world's RL prompts (`data/world/rl.jsonl`) from the pretrained `models/world-sd3` for a
+wall-clock budget, with params.yaml's recipe plus `--set` overrides, and every `--eval-every` iterations scores the
+RL-unseen prompts (x `--noises` fixed noises), the held-out compositions (x 2) and 40 RL prompts (x 4) by ODE:
+constraints met and strict accuracy, one JSON line each in RUNS/NAME/curve.jsonl. `report` gathers the runs' curves
+into one curves.jsonl, a table (report.md) and learning.png. `benchmarks/world_gpu.sh` is the set of runs behind
+`benchmarks/results/world-gpu` (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run(a: argparse.Namespace) -> None:
+    import torch
+    import yaml
+
+    from treegrpo.bench.learning import heldout_scores
+    from treegrpo.config import parse_params
+    from treegrpo.config.base import set_dotted
+    from treegrpo.recipes.evaluation import read_prompt_file
+    from treegrpo.recipes.trainer import TreeGRPOTrainer
+    from treegrpo.rewards.registry import build_rewards
+
+    torch.set_num_threads(a.threads)
+    t_start = time.time()
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    out = Path(a.out) / a.name
+    out.mkdir(parents=True, exist_ok=True)
+    raw["model"]["pretrained"] = str(ROOT / "models/world-sd3")
+    raw["train"].update(output_dir=str(out / "train"), sample_every=0, checkpoint_every=10**6)
+    raw["reward"]["stand_in_dir"] = None
+    for kv in a.set:
+        key, value = kv.split("=", 1)
+        set_dotted(raw, key, yaml.safe_load(value), "--set")
+    params = parse_params(raw)
+    rl = read_prompt_file(ROOT / "data/world/rl.jsonl")
+    sets = [("unseen", read_prompt_file(ROOT / "data/world/unseen.jsonl"), a.noises),
+            ("held", read_prompt_file(ROOT / "data/world/heldout.jsonl"), 2)]
+    order = torch.randperm(len(rl), generator=torch.Generator().manual_seed(7))[:40].tolist()
+    sets.append(("train", [rl[i] for i in order], 4))
+    trainer = TreeGRPOTrainer(params, rl, build_rewards(params.reward))
+    trainer.setup()
+    print(a.name, "device", trainer.accelerator.device, "setup", round(time.time() - t_start, 1), "s", flush=True)
+    log = (out / "curve.jsonl").open("w")
+    log.write(json.dumps({"name": a.name, "set": a.set}) + "\n")
+
+    def evaluate(it: int, train_s: float, images: int, hist: list[dict]) -> None:
+        t0 = time.time()
+        row = {"it": it, "train_s": round(train_s, 2), "images": images}
+        if hist:
+            last = hist[-min(len(hist), a.eval_every):]
+            row["reward_train"] = statistics.fmean(h["reward_mean"] for h in last)
+        for name, prompts, noises in sets:
+            f = heldout_scores(trainer, prompts, noises=noises, seed=123)
+            row[name + "_met"], row[name + "_acc"] = round(f["reward"], 4), round(f["accuracy"], 4)
+        row["eval_s"] = round(time.time() - t0, 2)
+        print(a.name, json.dumps(row), flush=True)
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+
+    train_s, images, hist, it = 0.0, 0, [], 0
+    evaluate(0, 0.0, 0, hist)
+    while time.time() - t_start < a.seconds:
+        t0 = time.time()
+        hist.append(trainer.iteration(it))
+        train_s += time.time() - t0
+        images += int(hist[-1]["images"])
+        it += 1
+        if it % a.eval_every == 0:
+            evaluate(it, train_s, images, hist)
+    if it % a.eval_every:
+        evaluate(it, train_s, images, hist)
+    (out / "history.json").write_text(json.dumps(hist))
+    print(a.name, "done", it, "iterations", round(time.time() - t_start), "s", flush=True)
+
+
+def report(a: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dest = Path(a.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for f in sorted(Path(a.runs).glob("*/curve.jsonl")):
+        head, *rows = [json.loads(line) for line in f.read_text().splitlines()]
+        runs[head["name"]] = {"set": head["set"], "rows": rows}
+    (dest / "curves.jsonl").write_text("".join(json.dumps({"name": n, **r}) + "\n" for n, r in runs.items()))
+    lines = ["| run | overrides | iterations | images | RL-unseen met | RL-unseen strict | held-out met / strict |"
+             " RL prompts met / strict | training reward (since the last evaluation) |", "|---" * 9 + "|"]
+    for n, r in runs.items():
+        s, e = r["rows"][0], r["rows"][-1]
+        sets = ", ".join(x for x in r["set"] if not x.startswith(("sampler.max_batch", "train.micro_batch")))
+        lines.append(f"| {n} | {sets} | {e['it']} | {e['images']} | {s['unseen_met']:.3f} -> {e['unseen_met']:.3f} |"
+                     f" {s['unseen_acc']:.3f} -> {e['unseen_acc']:.3f} | {e['held_met']:.3f} / {e['held_acc']:.3f} |"
+                     f" {e['train_met']:.3f} / {e['train_acc']:.3f} | {e.get('reward_train', float('nan')):.3f} |")
+    (dest / "report.md").write_text("\n".join(lines) + "\n")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, key, title in zip(axes, ["unseen_acc", "unseen_met", "reward_train"],
+                              ["RL-unseen strict accuracy", "RL-unseen constraints met", "training reward (SDE)"],
+                              strict=True):
+        for n, r in runs.items():
+            rows = [x for x in r["rows"] if key in x]
+            style = "-" if n.startswith("tree_s") else "--" if n.startswith("grpo") else ":"
+            ax.plot([x["images"] for x in rows], [x[key] for x in rows], style, marker=".", label=n)
+        ax.set_title(title)
+        ax.set_xlabel("images sampled")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest / "learning.png", dpi=80)
+    print((dest / "report.md").read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="one RL run for a wall-clock budget")
+    r.add_argument("--name", required=True)
+    r.add_argument("--out", required=True, help="folder of the runs")
+    r.add_argument("--seconds", type=float, default=400, help="wall-clock budget, setup and evaluation included")
+    r.add_argument("--eval-every", type=int, default=10)
+    r.add_argument("--noises", type=int, default=8, help="fixed noises per RL-unseen prompt")
+    r.add_argument("--set", action="append", default=[], help="a params.yaml override, key=value (repeatable)")
+    r.add_argument("--threads", type=int, default=2)
+    g = sub.add_parser("report", help="curves.jsonl, report.md and learning.png from the runs")
+    g.add_argument("runs")
+    g.add_argument("dest")
+    a = p.parse_args()
+    run(a) if a.cmd == "run" else report(a)
+
+
+if __name__ == "__main__":
+    main()
