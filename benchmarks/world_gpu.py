@@ -88,6 +88,20 @@ def run(a: argparse.Namespace) -> None:
     print(a.name, "done", it, "iterations", round(time.time() - t_start), "s", flush=True)
 
 
+def _short(override: str) -> str:
+    """An override for the table: a LoRA target list that extends params.yaml's as "params.yaml's + the rest"."""
+    import yaml
+
+    key, value = override.split("=", 1)
+    if key != "lora.target_modules":
+        return override
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())["lora"]["target_modules"]
+    targets = yaml.safe_load(value)
+    if targets[: len(shipped)] != shipped:
+        return override
+    return f"{key}=params.yaml's + [{', '.join(targets[len(shipped):])}]"
+
+
 def report(a: argparse.Namespace) -> None:
     import matplotlib
 
@@ -105,7 +119,7 @@ def report(a: argparse.Namespace) -> None:
              " RL prompts met / strict | training reward (since the last evaluation) |", "|---" * 9 + "|"]
     for n, r in runs.items():
         s, e = r["rows"][0], r["rows"][-1]
-        sets = ", ".join(x for x in r["set"] if not x.startswith(("sampler.max_batch", "train.micro_batch")))
+        sets = ", ".join(_short(x) for x in r["set"] if not x.startswith(("sampler.max_batch", "train.micro_batch")))
         lines.append(f"| {n} | {sets} | {e['it']} | {e['images']} | {s['unseen_met']:.3f} -> {e['unseen_met']:.3f} |"
                      f" {s['unseen_acc']:.3f} -> {e['unseen_acc']:.3f} | {e['held_met']:.3f} / {e['held_acc']:.3f} |"
                      f" {e['train_met']:.3f} / {e['train_acc']:.3f} | {e.get('reward_train', float('nan')):.3f} |")

@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
-# The runs behind benchmarks/results/world-gpu (docs/benchmarks.md, "The world on a GPU"): eight RL runs side by side
-# on one GPU (an H200; 16 CPU cores, which score the images), each for SECS seconds of wall time, at 512 prompts per
-# iteration, then six with a learning-rate warm-up. Needs `make run`'s models/world-sd3 and data/world. About 11
-# minutes.
+# The runs behind benchmarks/results/world-gpu and world-lora-kl (docs/benchmarks.md, "The world"). Needs `make run`'s
+# models/world-sd3 and data/world.
+#   bash benchmarks/world_gpu.sh            # GPU: 8 runs side by side on one GPU (an H200; its 16 CPU cores score
+#                                           # the images), 400 s each at 512 prompts a step, then 6 with a warm-up
+#                                           # for 150 s; about 11 minutes
+#   LORA_KL=1 bash benchmarks/world_gpu.sh  # CPU: one-seed probes at the shipped B = 32 of a rank-16 LoRA that also
+#                                           # reaches the feed-forward layers and proj_out, without and with a KL to
+#                                           # the reference; one torch thread each, at most two at a time; ~40 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${LORA_KL:-0}" = 1 ]; then
+  CPU=${CPU_RUNS:-/tmp/world-lora-kl-runs}
+  wide=(--set "lora.target_modules=[attn.to_q, attn.to_k, attn.to_v, attn.to_out.0, attn.add_q_proj, attn.add_k_proj,
+        attn.add_v_proj, attn.to_add_out, attn2.to_q, attn2.to_k, attn2.to_v, attn2.to_out.0, ff.net.0.proj, ff.net.2,
+        ff_context.net.0.proj, ff_context.net.2, proj_out]" --set lora.rank=16 --set lora.alpha=16.0)
+  probe() { python benchmarks/world_gpu.py run --out "$CPU" --threads 1 --noises 4 "${wide[@]}" "$@"; }
+  probe --name ff_r16_lr3 --seconds 900 --eval-every 30 --set train.learning_rate=3.0e-3
+  probe --name ff_kl1.0 --seconds 660 --eval-every 30 --set train.learning_rate=3.0e-3 --set train.kl_beta=1.0 &
+  probe --name ff_kl10.0 --seconds 660 --eval-every 30 --set train.learning_rate=3.0e-3 --set train.kl_beta=10.0 &
+  wait
+  # these two were stopped by hand after their evaluation at 25 iterations (about 250 s)
+  probe --name ff_lr10_kl10.0 --seconds 250 --eval-every 25 --set train.learning_rate=1.0e-2 --set train.kl_beta=10.0 &
+  probe --name ff_lr10_kl30.0 --seconds 250 --eval-every 25 --set train.learning_rate=1.0e-2 --set train.kl_beta=30.0 &
+  wait
+  python benchmarks/world_gpu.py report "$CPU" benchmarks/results/world-lora-kl
+  exit
+fi
+
 SECS=${SECS:-400}
 RUNS=${RUNS:-/tmp/world-gpu-runs}
 mkdir -p "$RUNS"
