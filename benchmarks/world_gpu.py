@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run(a: argparse.Namespace) -> None:
+def setup(a: argparse.Namespace, out: Path):
+    """A set-up trainer on the RL prompts (params.yaml + `a.set`, its output under `out`) and the evaluation sets."""
     import torch
     import yaml
 
-    from treegrpo.bench.learning import heldout_scores
     from treegrpo.config import parse_params
     from treegrpo.config.base import set_dotted
     from treegrpo.recipes.evaluation import read_prompt_file
@@ -36,10 +36,7 @@ def run(a: argparse.Namespace) -> None:
     from treegrpo.rewards.registry import build_rewards
 
     torch.set_num_threads(a.threads)
-    t_start = time.time()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    out = Path(a.out) / a.name
-    out.mkdir(parents=True, exist_ok=True)
     raw["model"]["pretrained"] = str(ROOT / "models/world-sd3")
     raw["train"].update(output_dir=str(out / "train"), sample_every=0, checkpoint_every=10**6)
     raw["reward"]["stand_in_dir"] = None
@@ -54,6 +51,34 @@ def run(a: argparse.Namespace) -> None:
     sets.append(("train", [rl[i] for i in order], 4))
     trainer = TreeGRPOTrainer(params, rl, build_rewards(params.reward))
     trainer.setup()
+    return trainer, sets
+
+
+def scores(trainer, sets, row: dict) -> dict:
+    """`row` plus constraints met and strict accuracy on each evaluation set (ODE, fixed noises)."""
+    from treegrpo.bench.learning import heldout_scores
+
+    for name, prompts, noises, *real_score in sets:
+        train_score = trainer.score
+        if real_score:  # a null-control run scores its evaluations with the real reward
+            trainer.score = real_score[0]
+        f = heldout_scores(trainer, prompts, noises=noises, seed=123)
+        trainer.score = train_score
+        row[name + "_met"], row[name + "_acc"] = round(f["reward"], 4), round(f["accuracy"], 4)
+    return row
+
+
+def run(a: argparse.Namespace) -> None:
+    t_start = time.time()
+    out = Path(a.out) / a.name
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, sets = setup(a, out)
+    if a.random_reward:  # the null control: rewards that carry no information, so the update is noise alone
+        import torch
+
+        gen = torch.Generator().manual_seed(12345)
+        trainer.score = lambda images, prompts: torch.rand(1, len(prompts), generator=gen).to(images.device)
+        sets = [(name, prompts, noises, type(trainer).score.__get__(trainer)) for name, prompts, noises in sets]
     print(a.name, "device", trainer.accelerator.device, "setup", round(time.time() - t_start, 1), "s", flush=True)
     log = (out / "curve.jsonl").open("w")
     log.write(json.dumps({"name": a.name, "set": a.set}) + "\n")
@@ -64,9 +89,7 @@ def run(a: argparse.Namespace) -> None:
         if hist:
             last = hist[-min(len(hist), a.eval_every):]
             row["reward_train"] = statistics.fmean(h["reward_mean"] for h in last)
-        for name, prompts, noises in sets:
-            f = heldout_scores(trainer, prompts, noises=noises, seed=123)
-            row[name + "_met"], row[name + "_acc"] = round(f["reward"], 4), round(f["accuracy"], 4)
+        scores(trainer, sets, row)
         row["eval_s"] = round(time.time() - t0, 2)
         print(a.name, json.dumps(row), flush=True)
         log.write(json.dumps(row) + "\n")
@@ -74,7 +97,7 @@ def run(a: argparse.Namespace) -> None:
 
     train_s, images, hist, it = 0.0, 0, [], 0
     evaluate(0, 0.0, 0, hist)
-    while time.time() - t_start < a.seconds:
+    while time.time() - t_start < a.seconds and it < a.iterations:
         t0 = time.time()
         hist.append(trainer.iteration(it))
         train_s += time.time() - t0
@@ -85,7 +108,52 @@ def run(a: argparse.Namespace) -> None:
     if it % a.eval_every:
         evaluate(it, train_s, images, hist)
     (out / "history.json").write_text(json.dumps(hist))
+    trainer.export_lora()  # out/train/lora, for `perturb`
     print(a.name, "done", it, "iterations", round(time.time() - t_start), "s", flush=True)
+
+
+def perturb(a: argparse.Namespace) -> None:
+    """Is a trained LoRA's change of the weights better than a random change of the same size? Each LoRA layer
+    changes its weight by dW = B A (times alpha / rank). The evaluation sets are scored at the base model (B = 0), at
+    s * dW_trained (B = s B_trained, A = A_trained) and at s * dW_random for each scale s in `a.scales`: dW_random =
+    B_r A_init with B_r Gaussian, scaled layer by layer so that ||B_r A_init|| = ||B_trained A_trained|| (Frobenius).
+    One JSON line each, with the mean relative size ||dW|| / ||W|| over the layers."""
+    import torch
+    from safetensors.torch import load_file
+
+    from treegrpo.models.lora import lora_state_dict, set_lora_state_dict
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, sets = setup(a, out / "perturb")
+    model = trainer.policy.transformer
+    init = lora_state_dict(model)  # lora_A at peft's initialisation, lora_B zero: the base model
+    trained = {k.removeprefix("transformer."): v.float() for k, v in load_file(a.lora).items()}
+    if set(trained) != set(init):
+        raise SystemExit(f"{a.lora}: its LoRA keys are not this params.yaml's (lora.target_modules, lora.rank)")
+    layers = sorted(k.removesuffix(".lora_A.weight") for k in init if k.endswith(".lora_A.weight"))
+    base_weights = dict(model.named_parameters())
+    weight_norm = {m: base_weights[f"{m}.base_layer.weight"].detach().norm() for m in layers}
+    size = {m: (trained[f"{m}.lora_B.weight"] @ trained[f"{m}.lora_A.weight"]).norm() for m in layers}  # ||dW||/scale
+    variants = [("base", 0.0, init)]
+    for scale in a.scales:
+        variants.append(("trained", scale, {**trained, **{f"{m}.lora_B.weight": scale * trained[f"{m}.lora_B.weight"]
+                                                          for m in layers}}))
+        for draw in range(a.draws):
+            gen = torch.Generator().manual_seed(1000 + draw)
+            state = dict(init)
+            for m in layers:
+                b = torch.randn(init[f"{m}.lora_B.weight"].shape, generator=gen)  # (out, r)
+                b *= size[m] / (b @ init[f"{m}.lora_A.weight"].float()).norm()
+                state[f"{m}.lora_B.weight"] = scale * b
+            variants.append((f"random{draw}", scale, state))
+    relative = sum(float(size[m] / weight_norm[m]) for m in layers) / len(layers)
+    with (out / "perturb.jsonl").open("w") as log:
+        for name, scale, state in variants:
+            set_lora_state_dict(model, state)
+            row = scores(trainer, sets, {"variant": name, "scale": scale, "dw_relative": round(scale * relative, 4)})
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
 
 
 def _short(override: str) -> str:
@@ -147,6 +215,8 @@ def main() -> None:
     r.add_argument("--name", required=True)
     r.add_argument("--out", required=True, help="folder of the runs")
     r.add_argument("--seconds", type=float, default=400, help="wall-clock budget, setup and evaluation included")
+    r.add_argument("--iterations", type=int, default=10**9, help="stop after this many iterations")
+    r.add_argument("--random-reward", action="store_true", help="train on uniform random rewards (a null control)")
     r.add_argument("--eval-every", type=int, default=10)
     r.add_argument("--noises", type=int, default=8, help="fixed noises per RL-unseen prompt")
     r.add_argument("--set", action="append", default=[], help="a params.yaml override, key=value (repeatable)")
@@ -154,8 +224,16 @@ def main() -> None:
     g = sub.add_parser("report", help="curves.jsonl, report.md and learning.png from the runs")
     g.add_argument("runs")
     g.add_argument("dest")
+    q = sub.add_parser("perturb", help="a trained LoRA's move against random moves of the same size")
+    q.add_argument("lora", help="a trained LoRA file (pytorch_lora_weights.safetensors) of params.yaml's shape")
+    q.add_argument("--out", required=True)
+    q.add_argument("--scales", type=float, nargs="+", default=[1.0, 3.0])
+    q.add_argument("--draws", type=int, default=3, help="random moves per scale")
+    q.add_argument("--noises", type=int, default=4)
+    q.add_argument("--set", action="append", default=[])
+    q.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    run(a) if a.cmd == "run" else report(a)
+    {"run": run, "report": report, "perturb": perturb}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,31 @@
 #   bash benchmarks/world_gpu.sh            # GPU: 8 runs side by side on one GPU (an H200; its 16 CPU cores score
 #                                           # the images), 400 s each at 512 prompts a step, then 6 with a warm-up
 #                                           # for 150 s; about 11 minutes
+#   PERTURB=1 bash benchmarks/world_gpu.sh  # CPU: the shipped LoRA's weight change against random ones and a LoRA
+#                                           # trained on random rewards, scaled x1, x3, x10; about 10 minutes
 #   LORA_KL=1 bash benchmarks/world_gpu.sh  # CPU: one-seed probes at the shipped B = 32 of a rank-16 LoRA that also
 #                                           # reaches the feed-forward layers and proj_out, without and with a KL to
 #                                           # the reference; one torch thread each, at most two at a time; ~40 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${PERTURB:-0}" = 1 ]; then  # CPU, ~10 minutes: is the shipped LoRA's change better than noise's?
+  P=${PERTURB_RUNS:-/tmp/world-perturb-runs}
+  out=benchmarks/results/world-perturb
+  mkdir -p "$out"
+  # the LoRA of `make run` against random weight changes of the same size, at 1, 3 and 10 times its size
+  python benchmarks/world_gpu.py perturb outputs/train/lora/pytorch_lora_weights.safetensors --out "$P/shipped" \
+    --scales 1 3 10 --draws 2
+  cp "$P/shipped/perturb.jsonl" "$out/shipped-lora.jsonl"
+  # the null control: the shipped recipe (40 iterations) on uniform random rewards, then the same scaling
+  python benchmarks/world_gpu.py run --name null40 --out "$P" --seconds 100000 --iterations 40 --eval-every 40 \
+    --noises 4 --random-reward
+  cp "$P/null40/curve.jsonl" "$out/null-run-curve.jsonl"
+  python benchmarks/world_gpu.py perturb "$P/null40/train/lora/pytorch_lora_weights.safetensors" --out "$P/null" \
+    --scales 1 3 10 --draws 0
+  cp "$P/null/perturb.jsonl" "$out/null-lora.jsonl"
+  exit
+fi
 
 if [ "${LORA_KL:-0}" = 1 ]; then
   CPU=${CPU_RUNS:-/tmp/world-lora-kl-runs}
