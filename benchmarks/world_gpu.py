@@ -25,45 +25,33 @@ sys.path.insert(0, str(ROOT))
 
 
 def setup(a: argparse.Namespace, out: Path):
-    """A set-up trainer on the RL prompts (params.yaml + `a.set`, its output under `out`) and the evaluation sets."""
+    """A set-up trainer on the RL prompts (the bench harness's params: params.yaml + `a.set`, its output under `out`)
+    and the evaluation sets."""
     import torch
     import yaml
 
-    from treegrpo.config import parse_params
-    from treegrpo.config.base import set_dotted
+    from treegrpo.bench.harness import BenchSetup, bench_params, make_trainer
     from treegrpo.recipes.evaluation import read_prompt_file
-    from treegrpo.recipes.trainer import TreeGRPOTrainer
-    from treegrpo.rewards.registry import build_rewards
 
-    torch.set_num_threads(a.threads)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["model"]["pretrained"] = str(ROOT / "models/world-sd3")
-    raw["train"].update(output_dir=str(out / "train"), sample_every=0, checkpoint_every=10**6)
-    raw["reward"]["stand_in_dir"] = None
-    for kv in a.set:
-        key, value = kv.split("=", 1)
-        set_dotted(raw, key, yaml.safe_load(value), "--set")
-    params = parse_params(raw)
+    overrides = {key: yaml.safe_load(value) for key, value in (kv.split("=", 1) for kv in a.set)}
+    bench = BenchSetup("world", ROOT / "models/world-sd3", yaml.safe_load((ROOT / "params.yaml").read_text()),
+                       reward="composition", threads=a.threads)
+    bench.apply_threads()
+    params = bench_params(bench, overrides.get("train.algorithm", "treegrpo"), out / "train", overrides)
     rl = read_prompt_file(ROOT / "data/world/rl.jsonl")
     sets = [("unseen", read_prompt_file(ROOT / "data/world/unseen.jsonl"), a.noises),
             ("held", read_prompt_file(ROOT / "data/world/heldout.jsonl"), 2)]
     order = torch.randperm(len(rl), generator=torch.Generator().manual_seed(7))[:40].tolist()
     sets.append(("train", [rl[i] for i in order], 4))
-    trainer = TreeGRPOTrainer(params, rl, build_rewards(params.reward))
-    trainer.setup()
-    return trainer, sets
+    return make_trainer(params, rl), sets
 
 
 def scores(trainer, sets, row: dict) -> dict:
     """`row` plus constraints met and strict accuracy on each evaluation set (ODE, fixed noises)."""
     from treegrpo.bench.learning import heldout_scores
 
-    for name, prompts, noises, *real_score in sets:
-        train_score = trainer.score
-        if real_score:  # a null-control run scores its evaluations with the real reward
-            trainer.score = real_score[0]
+    for name, prompts, noises in sets:
         f = heldout_scores(trainer, prompts, noises=noises, seed=123)
-        trainer.score = train_score
         row[name + "_met"], row[name + "_acc"] = round(f["reward"], 4), round(f["accuracy"], 4)
     return row
 
@@ -73,12 +61,20 @@ def run(a: argparse.Namespace) -> None:
     out = Path(a.out) / a.name
     out.mkdir(parents=True, exist_ok=True)
     trainer, sets = setup(a, out)
-    if a.random_reward:  # the null control: rewards that carry no information, so the update is noise alone
+    real_score, gen = trainer.score, None
+    if a.random_reward:  # the null control: training rewards that carry no information, so the update is noise
         import torch
 
         gen = torch.Generator().manual_seed(12345)
-        trainer.score = lambda images, prompts: torch.rand(1, len(prompts), generator=gen).to(images.device)
-        sets = [(name, prompts, noises, type(trainer).score.__get__(trainer)) for name, prompts, noises in sets]
+
+    def iteration(it: int) -> dict:
+        if gen is not None:  # the iteration's rewards only; evaluations score with the real reward
+            trainer.score = lambda images, prompts: torch.rand(1, len(prompts), generator=gen).to(images.device)
+        try:
+            return trainer.iteration(it)
+        finally:
+            trainer.score = real_score
+
     print(a.name, "device", trainer.accelerator.device, "setup", round(time.time() - t_start, 1), "s", flush=True)
     log = (out / "curve.jsonl").open("w")
     log.write(json.dumps({"name": a.name, "set": a.set}) + "\n")
@@ -99,7 +95,7 @@ def run(a: argparse.Namespace) -> None:
     evaluate(0, 0.0, 0, hist)
     while time.time() - t_start < a.seconds and it < a.iterations:
         t0 = time.time()
-        hist.append(trainer.iteration(it))
+        hist.append(iteration(it))
         train_s += time.time() - t0
         images += int(hist[-1]["images"])
         it += 1

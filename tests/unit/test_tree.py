@@ -214,8 +214,8 @@ def test_per_root_generators_make_a_tree_independent_of_its_batch():
 
 def test_per_root_noise_reaches_the_device_in_one_copy(monkeypatch):
     # R per-root generators draw on the CPU; the frontier's eps must then move to the sampling device in one copy,
-    # not R (on a GPU each small copy synchronises: GRPO's 2,048 roots x 9 steps made sampling 10x slower than
-    # TreeGRPO's). The copies to "meta" are counted; the values are each generator's own draws, in root order.
+    # not R (on a GPU each small copy synchronises, R times per SDE step). The copies to "meta" are counted; the
+    # values are each generator's own draws, in root order.
     from treegrpo.core import tree
 
     copies = []
